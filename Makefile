@@ -1,0 +1,34 @@
+# `make demo` runs the main job, `make test` the tests; both build .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU laptops and CI pin the CPU torch build; GPU workers run `make venv CONSTRAINTS=`.
+CONSTRAINTS ?= constraints/cpu.txt
+PIP_FLAGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: venv demo test test-fast lint clean
+
+$(BIN)/pit: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(PIP_FLAGS) $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[test]'
+	touch $(BIN)/pit
+
+venv: $(BIN)/pit
+
+demo: venv
+	$(BIN)/pit demo
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-fast: venv
+	$(BIN)/pytest -q -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) pit-runs .pytest_cache

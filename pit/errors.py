@@ -1,0 +1,49 @@
+"""The errors pit raises on bad input.
+
+Every message names the input that was wrong and what to do about it, so a user
+reading a failed Prefect task or a CLI error never has to open the source.
+Asserts stay for internal invariants only.
+"""
+
+from __future__ import annotations
+
+
+class PitError(Exception):
+    """Base class: anything a user can fix by changing their input or setup."""
+
+
+class ConfigError(PitError):
+    """A config file, preset or `--set` override is invalid.
+
+    Holds every problem at once, so a user fixes them in one pass.
+    """
+
+    def __init__(self, problems: list[str] | str, source: str = "config") -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid {source}:\n{lines}")
+
+
+class UnknownRecipeError(PitError):
+    """A recipe slug that no shipped or user recipe defines."""
+
+    def __init__(self, slug: str, known: list[str]) -> None:
+        self.slug = slug
+        self.known = sorted(known)
+        super().__init__(
+            f"unknown recipe {slug!r}; known recipes: {', '.join(self.known)}. "
+            "Add your own as a YAML file and pass --recipes-dir, or pick one of these."
+        )
+
+
+class ModelNotFoundError(PitError):
+    """A model id that is neither a local folder, an S3 URI nor a loadable Hub id."""
+
+
+class DataError(PitError):
+    """Input data (a dump, a data set, a training batch) that cannot be used as given."""
+
+
+class StorageError(PitError):
+    """The artifact store cannot be read or written (credentials, bucket, endpoint)."""
