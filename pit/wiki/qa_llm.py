@@ -555,15 +555,19 @@ class LLMQAGenerator:
         stats: Counter[str] = Counter({name: 0 for name in STAT_KEYS})
         stats["docs"] = len(docs)
         started = time.monotonic()
-        self._retries = 0
+        retries_before = self._retries
         keys = [self.cache_key(doc) for doc in docs]
         replies: dict[int, str] = {}
         todo: list[int] = []
+        first_of: dict[str, int] = {}  # a document given twice is asked once
         for i, (doc, key) in enumerate(zip(docs, keys, strict=True)):
             if not str(doc["text"]).strip():
                 stats["empty_docs"] += 1
                 replies[i] = ""
                 continue
+            if key in first_of:
+                continue
+            first_of[key] = i
             cached = self._cache.get(key)
             if cached is None:
                 todo.append(i)
@@ -593,7 +597,10 @@ class LLMQAGenerator:
             else:
                 self._run_local([docs[i] for i in todo], todo, store)
         stats["requested"] = len(todo)
-        stats["retries"] = self._retries
+        stats["retries"] = self._retries - retries_before
+        for i, key in enumerate(keys):
+            if i not in replies and key in first_of:
+                replies[i] = replies[first_of[key]]
 
         records: list[dict[str, Any]] = []
         for i, doc in enumerate(docs):
