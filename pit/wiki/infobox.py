@@ -31,8 +31,13 @@ _ALIASES = {
     "music": ["music", "music by", "composer", "composers"],
     "cinematography": ["cinematography", "cinematographer", "director of photography"],
     "editing": ["editing", "editor", "editors", "edited by"],
-    "production_companies": ["production companies", "production company", "studio",
-                             "studios", "production"],
+    "production_companies": [
+        "production companies",
+        "production company",
+        "studio",
+        "studios",
+        "production",
+    ],
     "distributor": ["distributor", "distributors", "distributed by"],
     "released": ["released", "release date", "release dates", "released date", "premiere"],
     "runtime": ["runtime", "running time", "run time"],
@@ -46,8 +51,18 @@ FIELD_OF = {alias: field for field, aliases in _ALIASES.items() for alias in ali
 
 # People fields written as one comma-separated line are split on commas; dates,
 # money and titles are not (they have commas of their own).
-_PEOPLE = {"starring", "director", "writer", "producer", "music", "screenplay", "editing",
-           "cinematography", "narrator", "story"}
+_PEOPLE = {
+    "starring",
+    "director",
+    "writer",
+    "producer",
+    "music",
+    "screenplay",
+    "editing",
+    "cinematography",
+    "narrator",
+    "story",
+}
 
 
 def normalise_key(key: str) -> str | None:
@@ -99,8 +114,14 @@ def split_values(value: Wikicode, field: str = "") -> list[str]:
                     current.append("\n")
                     flush()
                 continue
-            if name in {"film date", "filmdate", "film release date", "release date",
-                        "start date", "end date"}:
+            if name in {
+                "film date",
+                "filmdate",
+                "film release date",
+                "release date",
+                "start date",
+                "end date",
+            }:
                 flush()
                 items.extend(render_dates(node))
                 continue

@@ -82,8 +82,15 @@ class ScanStats:
     errors: list[str] = field(default_factory=list)
 
     def add(self, other: ScanStats) -> None:
-        for name in ("streams", "pages", "selected", "empty", "compressed_bytes",
-                     "bad_streams", "bad_pages"):
+        for name in (
+            "streams",
+            "pages",
+            "selected",
+            "empty",
+            "compressed_bytes",
+            "bad_streams",
+            "bad_pages",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.extend(other.errors)
 
@@ -139,7 +146,7 @@ def plan_chunks(dump: str, index: str | None, chunk_bytes: int = 8 << 20) -> lis
     bounds = offsets + [size]
     chunks: list[Chunk] = []
     group: list[int] = []
-    for start, nxt in zip(bounds[:-1], bounds[1:]):
+    for start, nxt in zip(bounds[:-1], bounds[1:], strict=True):
         group.append(start)
         if nxt - group[0] >= chunk_bytes:
             chunks.append(Chunk(str(dump), tuple(group), nxt))
@@ -222,8 +229,14 @@ def _pages(data: bytes, where: str) -> Iterator[bytes]:
         pos = end
 
 
-def _scan_data(data: bytes, where: str, selector: PageSelector, on_error: OnError,
-               stats: ScanStats, records: list[dict[str, Any]]) -> None:
+def _scan_data(
+    data: bytes,
+    where: str,
+    selector: PageSelector,
+    on_error: OnError,
+    stats: ScanStats,
+    records: list[dict[str, Any]],
+) -> None:
     for page in _pages(data, where):
         stats.pages += 1
         cats = selector.matches(page)
@@ -245,8 +258,9 @@ def _scan_data(data: bytes, where: str, selector: PageSelector, on_error: OnErro
         records.append(rec)
 
 
-def scan_chunk(chunk: Chunk, selector: PageSelector,
-               on_error: OnError = "raise") -> tuple[list[dict[str, Any]], ScanStats]:
+def scan_chunk(
+    chunk: Chunk, selector: PageSelector, on_error: OnError = "raise"
+) -> tuple[list[dict[str, Any]], ScanStats]:
     """Decompress one chunk, select pages, and build their records (runs in a worker)."""
     if chunk.end < 0:
         return _scan_streaming(chunk.path, selector, on_error)
@@ -266,7 +280,7 @@ def scan_chunk(chunk: Chunk, selector: PageSelector,
         )
     bounds = list(chunk.starts) + [chunk.end]
     base = chunk.starts[0]
-    for s, e in zip(bounds[:-1], bounds[1:]):
+    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
         where = f"{chunk.path}: bz2 stream at byte offset {s}"
         stats.streams += 1
         stats.compressed_bytes += e - s
@@ -281,8 +295,9 @@ def scan_chunk(chunk: Chunk, selector: PageSelector,
     return records, stats
 
 
-def _scan_streaming(path: str, selector: PageSelector,
-                    on_error: OnError) -> tuple[list[dict[str, Any]], ScanStats]:
+def _scan_streaming(
+    path: str, selector: PageSelector, on_error: OnError
+) -> tuple[list[dict[str, Any]], ScanStats]:
     """One pass over a dump without index: decompress block by block, cut pages as they close."""
     stats = ScanStats()
     records: list[dict[str, Any]] = []
@@ -337,9 +352,16 @@ class ScanResult:
     workers: int
 
 
-def scan_dump(dump: str, index: str | None, selector: PageSelector, *, workers: int = 1,
-              chunk_bytes: int = 8 << 20, on_error: OnError = "raise",
-              progress: Callable[[ScanStats], None] | None = None) -> ScanResult:
+def scan_dump(
+    dump: str,
+    index: str | None,
+    selector: PageSelector,
+    *,
+    workers: int = 1,
+    chunk_bytes: int = 8 << 20,
+    on_error: OnError = "raise",
+    progress: Callable[[ScanStats], None] | None = None,
+) -> ScanResult:
     """Scan a whole dump with `workers` processes; records come back in dump order.
 
     One worker runs in this process (no pool to start, nothing to pickle), which

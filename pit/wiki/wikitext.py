@@ -35,37 +35,131 @@ from mwparserfromhell.wikicode import Wikicode
 
 _FIRST_HEADING = re.compile(r"^==[^=\n].*?==\s*$", re.M)
 
-_MONTHS = (
-    "January February March April May June July August September October November December"
-).split()
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 # Link namespaces whose links are not prose: media, categories, interwiki prefixes.
 _DROP_LINK_PREFIXES = ("file:", "image:", "media:", "category:", "wikt:", ":category:")
 _INTERLANG = re.compile(r"^:?[a-z]{2,3}(-[a-z]+)?:")
 
 # Tags whose content is not prose (references, tables, galleries, maths, code).
-_DROP_TAGS = {"ref", "references", "table", "gallery", "math", "score", "timeline",
-              "syntaxhighlight", "source", "imagemap", "templatestyles", "noinclude",
-              "includeonly", "mapframe", "graph", "chem", "hiero", "inputbox"}
+_DROP_TAGS = {
+    "ref",
+    "references",
+    "table",
+    "gallery",
+    "math",
+    "score",
+    "timeline",
+    "syntaxhighlight",
+    "source",
+    "imagemap",
+    "templatestyles",
+    "noinclude",
+    "includeonly",
+    "mapframe",
+    "graph",
+    "chem",
+    "hiero",
+    "inputbox",
+}
 _BREAK_TAGS = {"br", "li", "p", "div", "dd", "dt"}
 
 # Templates whose rendered text is their arguments, joined by ", ".
-_LIST_TEMPLATES = {"ubl", "unbulleted list", "plainlist", "plain list", "flatlist",
-                   "hlist", "bulleted list", "ublist", "collapsible list", "enum",
-                   "indented plainlist", "unbulleted"}
+_LIST_TEMPLATES = {
+    "ubl",
+    "unbulleted list",
+    "plainlist",
+    "plain list",
+    "flatlist",
+    "hlist",
+    "bulleted list",
+    "ublist",
+    "collapsible list",
+    "enum",
+    "indented plainlist",
+    "unbulleted",
+}
 # Templates whose rendered text is one positional argument (index given).
-_WRAPPER_TEMPLATES = {"nowrap": 1, "nobr": 1, "small": 1, "smaller": 1, "big": 1,
-                      "lang": 2, "transl": 2, "transliteration": 2, "nihongo": 1,
-                      "nihongo2": 1, "sic": 1, "em": 1, "strong": 1, "abbr": 1,
-                      "ill": 1, "interlanguage link": 1, "title case": 1, "visible anchor": 1,
-                      "vanchor": 1, "anchor": 0, "langx": 2, "keypress": 1, "mvar": 1, "script": 2, "ipa": 1, "audio": 2,
-                      "noitalic": 1, "not a typo": 1, "as written": 1, "linktext": 1}
-_DATE_TEMPLATES = {"film date", "filmdate", "start date", "end date", "start and end dates",
-                   "release date", "birth date", "death date", "dts", "date",
-                   "birth date and age", "start date and age", "film release date"}
-_CURRENCY = {"us$": "US$", "usd": "$", "inr": "₹", "gbp": "£", "eur": "€", "jpy": "¥",
-             "yen": "¥", "a$": "A$", "au$": "A$", "ca$": "CA$", "cad": "CA$", "pkr": "Rs",
-             "bdt": "৳", "rmb": "CN¥", "cny": "CN¥", "rs": "Rs", "€": "€", "£": "£"}
+_WRAPPER_TEMPLATES = {
+    "nowrap": 1,
+    "nobr": 1,
+    "small": 1,
+    "smaller": 1,
+    "big": 1,
+    "lang": 2,
+    "transl": 2,
+    "transliteration": 2,
+    "nihongo": 1,
+    "nihongo2": 1,
+    "sic": 1,
+    "em": 1,
+    "strong": 1,
+    "abbr": 1,
+    "ill": 1,
+    "interlanguage link": 1,
+    "title case": 1,
+    "visible anchor": 1,
+    "vanchor": 1,
+    "anchor": 0,
+    "langx": 2,
+    "keypress": 1,
+    "mvar": 1,
+    "script": 2,
+    "ipa": 1,
+    "audio": 2,
+    "noitalic": 1,
+    "not a typo": 1,
+    "as written": 1,
+    "linktext": 1,
+}
+_DATE_TEMPLATES = {
+    "film date",
+    "filmdate",
+    "start date",
+    "end date",
+    "start and end dates",
+    "release date",
+    "birth date",
+    "death date",
+    "dts",
+    "date",
+    "birth date and age",
+    "start date and age",
+    "film release date",
+}
+_CURRENCY = {
+    "us$": "US$",
+    "usd": "$",
+    "inr": "₹",
+    "gbp": "£",
+    "eur": "€",
+    "jpy": "¥",
+    "yen": "¥",
+    "a$": "A$",
+    "au$": "A$",
+    "ca$": "CA$",
+    "cad": "CA$",
+    "pkr": "Rs",
+    "bdt": "৳",
+    "rmb": "CN¥",
+    "cny": "CN¥",
+    "rs": "Rs",
+    "€": "€",
+    "£": "£",
+}
 
 
 def lead_section(wikitext: str) -> str:

@@ -1,0 +1,326 @@
+"""Build the Wiki2023-style data set from a dump: scan, QA, split, publish.
+
+The output folder is what `pit data wiki` promises (DESIGN.md §3):
+`docs.jsonl`, `qa.jsonl` and `manifest.json`, plus `dataset/` (the same rows as a
+`KnowledgeDataset`, with its card) and `delta.json` when a previous snapshot is
+given. It is published atomically: everything is written to a hidden sibling
+folder, `manifest.json` last, and only then renamed into place, so a reader that
+trusts folders with a manifest never sees half a data set, and a failed build
+(a damaged dump, a bad page under `on_error="raise"`) leaves the previous
+output untouched.
+
+Splits: film documents go to `test` or `train` by a hash of their page id, not
+at random and not by content, so a film stays in the same split every month
+even when its article is edited; documents of other domains are `train` (the
+paper's cross-domain setting trains on them and tests on films).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import fsspec
+from pydantic import BaseModel, Field
+
+from pit.data.dataset import KnowledgeDataset
+from pit.errors import ConfigError, DataError
+from pit.wiki.qa_infobox import infobox_qa
+from pit.wiki.reader import ScanResult, default_workers, scan_dump
+from pit.wiki.select import DEFAULT_DOMAINS, PageSelector, page_ids_from_categorylinks
+
+QAGenerator = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+class WikiBuildConfig(BaseModel):
+    """Everything `pit data wiki` needs; defaults finish on a laptop."""
+
+    dump: str = Field(description="pages-articles(-multistream).xml.bz2: local path or URL")
+    index: str | None = Field(None, description="multistream index; without it one worker streams")
+    category: str = Field(description=r"regex over category names, e.g. '^2023 films$'")
+    out: str = Field(description="output folder (local path or fsspec URL)")
+    workers: int | None = Field(None, description="worker processes; None means all cores")
+    chunk_mb: float = Field(8.0, description="compressed MB of whole streams per worker task")
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="damaged streams/pages: fail the build, or skip and count them"
+    )
+    categorylinks: str | None = Field(
+        None, description="categorylinks.sql(.gz) of the same dump: authoritative categories"
+    )
+    namespaces: list[int] = Field([0], description="page namespaces to keep (0 = articles)")
+    domains: dict[str, str] = Field(
+        dict(DEFAULT_DOMAINS), description="domain name -> category regex; first match wins"
+    )
+    test_domain: str = Field("films", description="domain split into train/test; others train")
+    test_fraction: float = Field(
+        0.13, description="test share of the test domain (paper: 256/1976)"
+    )
+    max_qa_per_doc: int = Field(8, description="infobox QA pairs per document, at most")
+    infobox_qa: bool = Field(True, description="write QA pairs from the infobox")
+    previous: str | None = Field(None, description="previous snapshot folder, for delta.json")
+    dump_date: str | None = Field(None, description="YYYYMMDD; read from the file name if unset")
+    save_dataset: bool = Field(True, description="also save dataset/ as a KnowledgeDataset")
+
+    def problems(self) -> list[str]:
+        """Every problem with this config at once, so a user fixes them in one pass."""
+        out = []
+        for label, pattern in [("category", self.category), *self.domains.items()]:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                out.append(f"{label} regex {pattern!r}: {e}")
+        for label, path in (
+            ("dump", self.dump),
+            ("index", self.index),
+            ("categorylinks", self.categorylinks),
+        ):
+            if path and "://" not in path and not Path(path).exists():
+                out.append(f"{label} {path} does not exist")
+        if self.previous and not Path(self.previous, "docs.jsonl").exists():
+            out.append(f"previous {self.previous} has no docs.jsonl (not a `pit data wiki` output)")
+        if not 0 <= self.test_fraction < 1:
+            out.append(f"test_fraction {self.test_fraction} must be in [0, 1)")
+        if self.workers is not None and self.workers < 1:
+            out.append(f"workers {self.workers} must be at least 1")
+        if self.chunk_mb <= 0:
+            out.append(f"chunk_mb {self.chunk_mb} must be positive")
+        return out
+
+    def validate_all(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems, source="pit data wiki options")
+
+    def selector(self) -> PageSelector:
+        ids = None
+        if self.categorylinks:
+            ids = page_ids_from_categorylinks(self.categorylinks, self.category)
+        return PageSelector(
+            category=self.category,
+            namespaces=tuple(self.namespaces),
+            page_ids=ids,
+            domains=tuple(self.domains.items()),
+        )
+
+    def date(self) -> str | None:
+        if self.dump_date:
+            return self.dump_date
+        m = re.search(r"-(\d{8})-", Path(self.dump).name)
+        return m.group(1) if m else None
+
+
+def split_of(page_id: int, domain: str, test_domain: str, test_fraction: float) -> str:
+    """`test` for a fixed share of the test domain by page-id hash, else `train`."""
+    if domain != test_domain:
+        return "train"
+    h = int.from_bytes(hashlib.sha256(f"enwiki:{page_id}".encode()).digest()[:8], "big")
+    return "test" if h / 2**64 < test_fraction else "train"
+
+
+def delta(records: list[dict[str, Any]], previous: str | Path) -> dict[str, list[int]]:
+    """Pages new since the previous snapshot, pages with a new revision, pages gone."""
+    prev: dict[int, int] = {}
+    with open(Path(previous) / "docs.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            prev[int(row["page_id"])] = int(row["revision_id"])
+    cur = {r["page_id"]: r["revision_id"] for r in records}
+    return {
+        "new": sorted(p for p in cur if p not in prev),
+        "changed": sorted(p for p in cur if p in prev and prev[p] != cur[p]),
+        "removed": sorted(p for p in prev if p not in cur),
+    }
+
+
+def assemble(
+    records: list[dict[str, Any]], config: WikiBuildConfig, qa_generator: QAGenerator | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], KnowledgeDataset]:
+    """docs.jsonl rows, qa.jsonl rows and the KnowledgeDataset of the selected records."""
+    date = config.date()
+    docs, qa, kd_docs, kd_qa = [], [], [], []
+    for rec in records:
+        split = split_of(rec["page_id"], rec["domain"], config.test_domain, config.test_fraction)
+        row = {**rec, "split": split}
+        docs.append(row)
+        doc_id = f"enwiki-{rec['page_id']}"
+        kd_docs.append(
+            {
+                "doc_id": doc_id,
+                "entity_id": str(rec["page_id"]),
+                "title": rec["title"],
+                "text": rec["text"],
+                "domain": rec["domain"],
+                "split": split,
+                "source": {
+                    "page_id": rec["page_id"],
+                    "revision_id": rec["revision_id"],
+                    "dump_date": date,
+                    "timestamp": rec["timestamp"],
+                },
+            }
+        )
+        pairs: list[dict[str, Any]] = []
+        if config.infobox_qa:
+            pairs.extend(infobox_qa(rec, config.max_qa_per_doc))
+        if qa_generator is not None:
+            pairs.extend(qa_generator(rec))
+        seen: set[str] = set()
+        for p in pairs:
+            if p["question"] in seen or not p.get("answers"):
+                continue
+            seen.add(p["question"])
+            qa.append(
+                {
+                    "page_id": rec["page_id"],
+                    "question": p["question"],
+                    "answers": list(p["answers"]),
+                    "generator": p.get("generator", "custom"),
+                }
+            )
+            kd_qa.append(
+                {
+                    "qa_id": f"{doc_id}-q{len(seen) - 1}",
+                    "doc_id": doc_id,
+                    "entity_id": str(rec["page_id"]),
+                    "question": p["question"],
+                    "answers": list(p["answers"]),
+                    "split": split,
+                    "generator": p.get("generator", "custom"),
+                }
+            )
+    ds = KnowledgeDataset(
+        docs=kd_docs,
+        qa=kd_qa,
+        meta={
+            "source": "wikipedia",
+            "dump": config.dump,
+            "dump_date": date,
+            "category": config.category,
+        },
+    )
+    return docs, qa, ds
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def publish(staging: Path, out: str) -> str:
+    """Move a finished staging folder to `out`: rename locally, upload manifest-last remotely."""
+    fs, path = fsspec.core.url_to_fs(out)
+    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
+        target = Path(path)
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        if target.exists():
+            target.replace(old)
+        staging.replace(target)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        return str(target)
+    if fs.exists(path.rstrip("/") + "/manifest.json"):
+        fs.rm(path.rstrip("/") + "/manifest.json")
+    for f in sorted(staging.rglob("*")):
+        if f.is_file() and f.name != "manifest.json":
+            fs.put_file(str(f), f"{path.rstrip('/')}/{f.relative_to(staging).as_posix()}")
+    fs.put_file(str(staging / "manifest.json"), f"{path.rstrip('/')}/manifest.json")
+    shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def build_wiki_dataset(
+    config: WikiBuildConfig, qa_generator: QAGenerator | None = None, scan: ScanResult | None = None
+) -> dict[str, Any]:
+    """Scan the dump (unless `scan` is given), write and publish the data set.
+
+    Returns the manifest, which is also the last file written.
+    """
+    config.validate_all()
+    t0 = time.perf_counter()
+    if scan is None:
+        scan = scan_dump(
+            config.dump,
+            config.index,
+            config.selector(),
+            workers=config.workers or default_workers(),
+            chunk_bytes=int(config.chunk_mb * (1 << 20)),
+            on_error=config.on_error,
+        )
+    t_scan = time.perf_counter()
+    docs, qa, ds = assemble(scan.records, config, qa_generator)
+    t_qa = time.perf_counter()
+    changes = delta(scan.records, config.previous) if config.previous else None
+
+    local_out = None if "://" in config.out else Path(config.out)
+    if local_out is not None:
+        local_out.parent.mkdir(parents=True, exist_ok=True)
+        staging = local_out.parent / f".{local_out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    else:
+        import tempfile
+
+        staging = Path(tempfile.mkdtemp(prefix="pit-wiki-")) / "out"
+    staging.mkdir(parents=True)
+    try:
+        _write_jsonl(staging / "docs.jsonl", docs)
+        _write_jsonl(staging / "qa.jsonl", qa)
+        if changes is not None:
+            (staging / "delta.json").write_text(json.dumps(changes))
+        if config.save_dataset:
+            ds.save(staging / "dataset")
+        counts = Counter(f"{d['domain']}/{d['split']}" for d in docs)
+        key_of = {d["page_id"]: f"{d['domain']}/{d['split']}" for d in docs}
+        qa_counts = Counter(key_of[q["page_id"]] for q in qa)
+        manifest = {
+            "kind": "pit.data.wiki",
+            "dump": config.dump,
+            "index": config.index,
+            "dump_date": config.date(),
+            "category": config.category,
+            "fingerprint": ds.fingerprint,
+            "counts": {
+                "pages": scan.stats.pages,
+                "streams": scan.stats.streams,
+                "docs": len(docs),
+                "qa": len(qa),
+                "empty_text": scan.stats.empty,
+                "bad_streams": scan.stats.bad_streams,
+                "bad_pages": scan.stats.bad_pages,
+                "docs_by_domain_split": dict(sorted(counts.items())),
+                "qa_by_domain_split": dict(sorted(qa_counts.items())),
+            },
+            "errors": scan.stats.errors[:100],
+            "delta": None if changes is None else {k: len(v) for k, v in changes.items()},
+            "timings": {
+                "scan_s": round(scan.seconds, 3),
+                "qa_s": round(t_qa - t_scan, 3),
+                "total_s": round(time.perf_counter() - t0, 3),
+                "workers": scan.workers,
+                "compressed_mb_per_s": round(scan.stats.compressed_bytes / 1e6 / scan.seconds, 2)
+                if scan.seconds
+                else None,
+            },
+            "config": config.model_dump(),
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        publish(staging, config.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def load_manifest(out: str | Path) -> dict[str, Any]:
+    """The manifest of a published output; DataError when there is none (not published)."""
+    path = Path(out) / "manifest.json"
+    if not path.exists():
+        raise DataError(f"{out} has no manifest.json: it is not a finished `pit data wiki` output")
+    return json.loads(path.read_text())
