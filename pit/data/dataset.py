@@ -62,9 +62,8 @@ class KnowledgeDataset:
         return h.hexdigest()[:16]
 
     def docs_where(self, split: str, domain: str | None = None) -> list[dict[str, Any]]:
-        return [
-            d for d in self.docs if d["split"] == split and (domain is None or d["domain"] == domain)
-        ]
+        return [d for d in self.docs
+                if d["split"] == split and (domain is None or d["domain"] == domain)]
 
     def qa_where(self, split: str, domain: str | None = None) -> list[dict[str, Any]]:
         domains = {d["entity_id"]: d["domain"] for d in self.docs}

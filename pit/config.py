@@ -1,0 +1,262 @@
+"""Configuration: one pydantic model per concern, validated as a whole up front.
+
+Every field has a default that finishes on a laptop CPU. Presets are YAML files
+shipped in `pit/presets/`; `--set section.field=value` overrides any field, and
+all problems (unknown fields, wrong types, values out of range) are reported at
+once with their dotted path so a user fixes them in one pass.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pit.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WorldConfig(_Section):
+    """The synthetic knowledge world: fictional films (main domain) and novels (cross domain)."""
+
+    seed: int = Field(0, description="Seed of the world; the same seed gives the same world.")
+    n_old: int = Field(60, ge=1, description="Films the base model learns in pre-training.")
+    n_train: int = Field(
+        60, ge=1, description="Films whose QA pairs and documents recipes train on."
+    )
+    n_test: int = Field(20, ge=1, description="Films whose documents are learned and QA evaluated.")
+    n_cross: int = Field(60, ge=0, description="Novels for the cross-domain setting.")
+    paraphrases: int = Field(
+        2, ge=1, description="Documents per entity, each a different paraphrase of its facts."
+    )
+    shuffle_sentences: bool = Field(
+        True, description="Shuffle sentence order inside each paraphrase (knowledge augmentation)."
+    )
+    attributes_per_entity: int = Field(
+        8, ge=1, le=13, description="How many attributes of each entity get a QA pair."
+    )
+    retention_questions: int = Field(
+        60, ge=1, description="Held-out questions about old films used to measure forgetting."
+    )
+
+
+class ModelConfig(_Section):
+    """The model: the embedded Llama-architecture default, or any causal LM."""
+
+    name_or_path: str = Field(
+        "embedded",
+        description="'embedded' trains a small Llama model from scratch on the world; "
+        "otherwise a Hugging Face id, a local folder or an s3:// URI.",
+    )
+    gguf_file: str | None = Field(None, description="GGUF file inside name_or_path to load.")
+    trust_remote_code: bool = Field(False, description="Run code shipped with a Hub model.")
+    vocab_size: int = Field(2048, ge=64, description="Tokenizer size for the embedded model.")
+    hidden_size: int = Field(128, ge=16)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(512, ge=16)
+    max_seq_len: int = Field(256, ge=32, description="Longest training or prompt sequence.")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}"
+            )
+        return self
+
+
+class BaseTrainConfig(_Section):
+    """Pre-training of the embedded base model on the old world."""
+
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+
+class TrainConfig(_Section):
+    """Recipe training: the paper's optimiser and schedule, scaled to the model at hand.
+
+    The paper uses AdamW (0.9, 0.95), weight decay 0.1, cosine decay to 10% of the
+    peak with no warm-up, and separate learning rates and batch sizes for
+    documents (3e-5, 256) and QA (5e-6, 256) on a 7B model; small models from
+    scratch need far larger rates, hence the defaults.
+    """
+
+    doc_lr: float = Field(1e-3, gt=0, description="Peak learning rate of document batches.")
+    qa_lr: float = Field(1e-3, gt=0, description="Peak learning rate of QA batches.")
+    doc_batch_size: int = Field(16, ge=1)
+    qa_batch_size: int = Field(32, ge=1)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.1, ge=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decays to this share of peak.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    test_doc_epochs: int = Field(
+        10, ge=1, description="Epochs of a stage that reads test documents (paper: 10 on 7B)."
+    )
+    pit_epochs: int = Field(3, ge=1, description="Epochs of the PIT stage (QA + train docs).")
+    it_epochs: int = Field(1, ge=1, description="Epochs of an instruction-tuning (QA) stage.")
+    cpt_qa_count: int = Field(
+        64, ge=0, description="Train QA pairs mixed into cpt so the answer format survives."
+    )
+    cross_domain: bool = Field(
+        False, description="Take train QA and train docs from the second domain (novels)."
+    )
+    seed: int = 0
+
+
+class EvalConfig(_Section):
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(16, ge=1)
+    few_shot: int = Field(5, ge=0, description="Demonstrations for the untrained base model.")
+    eval_every_epoch: bool = Field(
+        True, description="Evaluate at the end of each epoch of the test-document stage."
+    )
+
+
+class TrackingConfig(_Section):
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; MLFLOW_TRACKING_URI overrides it; "
+        "default: a SQLite file under the work directory.",
+    )
+    experiment: str = Field("pit", description="MLflow experiment of this comparison.")
+
+
+class PitConfig(_Section):
+    """A whole comparison: world, model, training, evaluation and tracking."""
+
+    preset: str = "custom"
+    workdir: str = Field("pit-runs", description="Local folder for data, models, runs.")
+    artifact_root: str | None = Field(
+        None, description="Where data sets, base models and checkpoints go: a folder or s3://..."
+    )
+    methods: list[str] = Field(
+        default_factory=lambda: ["closed-book", "open-book", "cpt", "cpt-it", "mix-all", "pit"],
+        description="Recipe slugs to run; 'all' runs every recipe.",
+    )
+    seeds: int = Field(1, ge=1, description="Seeds per recipe; metrics are averaged.")
+    world: WorldConfig = WorldConfig()
+    model: ModelConfig = ModelConfig()
+    base: BaseTrainConfig = BaseTrainConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+def _format_errors(err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            section = _section_of(e["loc"][:-1])
+            allowed = ", ".join(section.model_fields) if section else "?"
+            msg = f"unknown field; allowed here: {allowed}"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        problems.append(f"{loc}: {msg}")
+    return problems
+
+
+def _section_of(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = PitConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return None
+        if not issubclass(field.annotation, BaseModel):
+            return None
+        model = field.annotation
+    return model
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn `a.b=value` strings into a nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    problems = []
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"--set {pair!r}: expected section.field=value, e.g. world.seed=3")
+            continue
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    if problems:
+        raise ConfigError(problems, source="overrides")
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def preset_names() -> list[str]:
+    files = resources.files("pit.presets").iterdir()
+    return sorted(p.name[:-5] for p in files if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError([f"not valid YAML: {e}"], source=source) from e
+    if not isinstance(data, dict):
+        raise ConfigError(["top level must be a mapping of sections"], source=source)
+    return data
+
+
+def load_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> PitConfig:
+    """Build a PitConfig from a preset or a YAML file, then apply `--set` overrides."""
+    data: dict[str, Any] = {}
+    source = "config"
+    if preset and config_file:
+        raise ConfigError(["give either --preset or --config, not both"], source="command line")
+    if preset:
+        names = preset_names()
+        if preset not in names:
+            raise ConfigError(
+                [f"unknown preset {preset!r}; shipped presets: {', '.join(names)}"],
+                source="command line",
+            )
+        text = resources.files("pit.presets").joinpath(f"{preset}.yaml").read_text()
+        data = _read_yaml(text, f"preset {preset}")
+        data.setdefault("preset", preset)
+        source = f"preset {preset}"
+    elif config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError([f"config file {path} does not exist"], source="command line")
+        data = _read_yaml(path.read_text(), str(path))
+        data.setdefault("preset", path.stem)
+        source = str(path)
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+        source += " with --set overrides"
+    try:
+        return PitConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e), source=source) from None

@@ -1,0 +1,122 @@
+"""MLflow tracking: one experiment per comparison, a parent run, a nested run per recipe.
+
+Runs are created by id and written to through `MlflowClient`, never through
+the global "active run", so a Prefect task (or its retry, or another process)
+can keep writing to the run it was handed: the run id is what survives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def tracking_uri(configured: str | None, workdir: str) -> str:
+    """MLFLOW_TRACKING_URI wins, as MLflow users expect; then config; then a SQLite file."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if configured:
+        return configured
+    path = Path(workdir).resolve() / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+class Tracker:
+    def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            exp_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+        else:
+            exp_id = exp.experiment_id
+        self.experiment_id = exp_id
+
+    def start_run(self, name: str, parent_id: str | None = None,
+                  tags: dict[str, str] | None = None) -> str:
+        tags = dict(tags or {})
+        if parent_id:
+            tags[PARENT_TAG] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = {k: (v if isinstance(v, str) else json.dumps(v, default=str))[:6000]
+                for k, v in _flatten(params).items()}
+        existing = self.client.get_run(run_id).data.params
+        new = [Param(k, v) for k, v in flat.items() if k not in existing]
+        for i in range(0, len(new), 100):
+            self.client.log_batch(run_id, params=new[i : i + 100])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
+                 if v is not None and v == v]
+        if items:
+            self.client.log_batch(run_id, metrics=items)
+
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, key)}
+
+    def log_table(self, run_id: str, rows: list[dict[str, Any]], name: str) -> None:
+        if rows:
+            data = {k: [r.get(k) for r in rows] for k in rows[0]}
+            self.client.log_table(run_id, data=data, artifact_file=name)
+
+    def log_dict(self, run_id: str, obj: Any, name: str) -> None:
+        self.client.log_dict(run_id, obj, name)
+
+    def log_file(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_figure(self, run_id: str, fig, name: str) -> None:
+        self.client.log_figure(run_id, fig, name)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(run_id, k, v)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def children(self, parent_id: str) -> list:
+        return self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'"
+        )
+
+    def run_uri_for_artifacts(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.artifact_uri
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def write_temp_json(obj: Any) -> Path:
+    fd, name = tempfile.mkstemp(suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+    return Path(name)

@@ -1,0 +1,116 @@
+"""From a recipe stage to the batches of each epoch, deterministically by seed.
+
+Batches hold one kind of example only (all documents or all QA pairs), so each
+batch gets its kind's learning rate and batch size, as the paper trains
+documents and QA with separate settings, and short QA pairs are never padded
+to the length of a document. A shuffled stage still mixes the two kinds: the
+order of the batches is shuffled across the whole epoch.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from pit.config import TrainConfig
+from pit.data.dataset import KnowledgeDataset
+from pit.recipe import Source, Stage
+from pit.train.examples import Example, ExampleBuilder
+
+QA_SOURCES = ("train_qa", "old_qa")
+
+
+@dataclass(frozen=True)
+class Batch:
+    kind: str
+    examples: list[Example]
+
+
+def resolve_source(
+    ds: KnowledgeDataset, source: Source, train: TrainConfig, exclude_qa: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """The rows a source names; `limit` keeps a fixed, seeded sample."""
+    domain = "films"
+    if source.name.startswith("train") and train.cross_domain:
+        others = [d for d in ds.domains if d != "films"]
+        if not others:
+            from pit.errors import DataError
+
+            raise DataError(
+                "train.cross_domain is on but the data set has no second domain; "
+                "build a world with world.n_cross > 0 or a wiki data set with other domains"
+            )
+        domain = others[0]
+    split, table = source.name.split("_")
+    rows = ds.qa_where(split, domain) if table == "qa" else ds.docs_where(split, domain)
+    if exclude_qa and table == "qa":
+        rows = [r for r in rows if r["qa_id"] not in exclude_qa]
+    if source.limit is not None:
+        n = source.limit if isinstance(source.limit, int) else int(getattr(train, source.limit))
+        rows = random.Random(train.seed).sample(rows, min(n, len(rows)))
+    return rows
+
+
+def stage_examples(
+    ds: KnowledgeDataset,
+    stage: Stage,
+    builder: ExampleBuilder,
+    train: TrainConfig,
+    exclude_qa: set[str] | None = None,
+) -> list[Example]:
+    """Every example of one epoch of the stage, before batching."""
+    qa_rows: list[dict[str, Any]] = []
+    doc_rows: list[dict[str, Any]] = []
+    for src in stage.sources:
+        rows = resolve_source(ds, src, train, exclude_qa)
+        (qa_rows if src.name in QA_SOURCES else doc_rows).extend(rows)
+
+    span_answers: dict[str, list[str]] = {}
+    if stage.answer_span_weight is not None:
+        for q in ds.qa:
+            span_answers.setdefault(q["entity_id"], []).extend(q["answers"])
+
+    examples: list[Example] = []
+    attached: set[str] = set()
+    if stage.arrangement == "interleaved":
+        by_doc: dict[str, list[dict[str, Any]]] = {}
+        for q in qa_rows:
+            by_doc.setdefault(q["doc_id"], []).append(q)
+        for d in doc_rows:
+            pairs = by_doc.get(d["doc_id"], [])
+            attached.update(q["qa_id"] for q in pairs)
+            examples.append(builder.doc_with_qa(
+                d["text"], [(q["question"], q["answers"][0]) for q in pairs], stage.qa_position
+            ))
+    else:
+        for d in doc_rows:
+            examples.append(builder.document(
+                d["text"], span_answers.get(d["entity_id"]), stage.answer_span_weight,
+                stage.other_token_weight,
+            ))
+    examples += [builder.qa(q["question"], q["answers"][0])
+                 for q in qa_rows if q["qa_id"] not in attached]
+    return examples
+
+
+def epoch_batches(
+    examples: list[Example], stage: Stage, train: TrainConfig, seed: int
+) -> list[Batch]:
+    """Batches of one epoch: homogeneous in kind, ordered by the stage's arrangement."""
+    rng = random.Random(seed)
+    order = examples[:]
+    rng.shuffle(order)
+    sizes = {"doc": train.doc_batch_size, "qa": train.qa_batch_size}
+    by_kind: dict[str, list[Batch]] = {}
+    for kind in ("qa", "doc"):
+        items = [e for e in order if e.kind == kind]
+        by_kind[kind] = [
+            Batch(kind, items[i : i + sizes[kind]]) for i in range(0, len(items), sizes[kind])
+        ]
+    if stage.arrangement == "grouped":
+        first, second = ("qa", "doc") if stage.qa_position == "before" else ("doc", "qa")
+        return by_kind[first] + by_kind[second]
+    batches = by_kind["qa"] + by_kind["doc"]
+    rng.shuffle(batches)
+    return batches

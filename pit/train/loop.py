@@ -1,0 +1,143 @@
+"""The training loop of one recipe stage: short enough to read in one sitting.
+
+The schedule is the paper's: AdamW (0.9, 0.95), weight decay 0.1, cosine decay
+from the peak to `min_lr_ratio` of it over the stage, no warm-up by default.
+Each batch takes the peak rate of its kind (documents or QA) times the common
+cosine factor, so one optimiser serves a stage that mixes both.
+
+Loss is the mean over tokens of the per-token negative log-likelihood times
+the token's weight (0 for prompt tokens, 1 for the rest, 0.5/1.0 in weighted
+continued pre-training), divided by the weight sum.
+
+Callbacks see the end of every step and every epoch; checkpointing, tracking
+and evaluation hook in there from their own modules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from pit.config import TrainConfig
+from pit.errors import DataError
+from pit.train.batches import Batch
+
+
+def collate(batch: Batch, pad_id: int, device) -> tuple[torch.Tensor, ...]:
+    """Right-pad to the longest example of the batch; padding has weight 0."""
+    n = max(len(e.input_ids) for e in batch.examples)
+    ids = torch.full((len(batch.examples), n), pad_id, dtype=torch.long)
+    w = torch.zeros((len(batch.examples), n), dtype=torch.float32)
+    att = torch.zeros((len(batch.examples), n), dtype=torch.long)
+    for i, e in enumerate(batch.examples):
+        k = len(e.input_ids)
+        ids[i, :k] = torch.tensor(e.input_ids)
+        w[i, :k] = torch.tensor(e.weights)
+        att[i, :k] = 1
+    return ids.to(device), w.to(device), att.to(device)
+
+
+def weighted_loss(logits: torch.Tensor, ids: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    nll = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1),
+        reduction="none",
+    )
+    weights = w[:, 1:].reshape(-1)
+    total = weights.sum()
+    if total <= 0:
+        raise DataError("a training batch has no token to learn (every loss weight is 0)")
+    return (nll * weights).sum() / total
+
+
+def cosine_factor(step: int, total: int, min_ratio: float, warmup: int = 0) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.doc_lr, betas=cfg.betas)
+
+
+@dataclass
+class Position:
+    """Where a stage stands: the epoch and the batch inside it. Checkpoints store it."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+
+
+@dataclass
+class StageState:
+    position: Position = field(default_factory=Position)
+    epoch_losses: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Callback:
+    def on_step_end(self, state: StageState, loss: float, kind: str, lr: float) -> None: ...
+
+    def on_epoch_end(self, state: StageState, metrics: dict[str, float]) -> None: ...
+
+
+def train_stage(
+    model: torch.nn.Module,
+    epochs: Sequence[Sequence[Batch]],
+    cfg: TrainConfig,
+    peak_lr: dict[str, float],
+    pad_id: int,
+    accelerator,
+    optimizer: torch.optim.Optimizer | None = None,
+    state: StageState | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: Callable[[int], None] | None = None,
+) -> StageState:
+    """Run (or continue, from `state.position`) every epoch of a stage."""
+    optimizer = optimizer or make_optimizer(model, cfg)
+    state = state or StageState()
+    total = sum(len(e) for e in epochs)
+    warmup = int(cfg.warmup_ratio * total)
+    model.train()
+    for epoch in range(state.position.epoch, len(epochs)):
+        batches = epochs[epoch]
+        for b in range(state.position.batch, len(batches)):
+            batch = batches[b]
+            lr = peak_lr[batch.kind] * cosine_factor(
+                state.position.step, total, cfg.min_lr_ratio, warmup
+            )
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            ids, w, att = collate(batch, pad_id, accelerator.device)
+            logits = model(input_ids=ids, attention_mask=att).logits
+            loss = weighted_loss(logits, ids, w)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            value = loss.item()
+            state.epoch_losses.setdefault(batch.kind, []).append(value)
+            state.position = Position(epoch, b + 1, state.position.step + 1)
+            for cb in callbacks:
+                cb.on_step_end(state, value, batch.kind, lr)
+            if progress:
+                progress(1)
+        metrics = {
+            f"loss_{k}": sum(v) / len(v) for k, v in state.epoch_losses.items() if v
+        }
+        state.position = Position(epoch + 1, 0, state.position.step)
+        state.epoch_losses = {}
+        for cb in callbacks:
+            cb.on_epoch_end(state, metrics)
+        model.train()
+    return state
