@@ -275,6 +275,9 @@ def build_wiki_dataset(
         if changes is not None:
             (staging / "delta.json").write_text(json.dumps(changes))
         if config.save_dataset:
+            import datasets
+
+            datasets.disable_progress_bars()
             ds.save(staging / "dataset")
         counts = Counter(f"{d['domain']}/{d['split']}" for d in docs)
         key_of = {d["page_id"]: f"{d['domain']}/{d['split']}" for d in docs}

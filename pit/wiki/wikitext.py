@@ -245,6 +245,9 @@ def render_template(t: Template) -> str:
     if name in _CURRENCY:
         args = positional(t)
         return _CURRENCY[name] + (render(mwparserfromhell.parse(args[0])) if args else "")
+    if name == "based on":
+        args = [render(mwparserfromhell.parse(a)).strip() for a in positional(t)]
+        return f"{args[0]} by {', '.join(args[1:])}" if len(args) > 1 else "".join(args)
     if name in {"convert", "cvt"}:
         args = positional(t)
         return " ".join(args[:2]) if args else ""

@@ -1,0 +1,73 @@
+"""Prefect tasks over `pit.wiki`: each calls one pit function and returns small results.
+
+Retries cover what fails transiently (a mirror that drops the connection, a
+worker node lost mid-chunk); a damaged dump fails the same way every time, so
+its DataError is not retried.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from pit.errors import DataError
+from pit.wiki import (
+    Chunk,
+    ScanResult,
+    ScanStats,
+    WikiBuildConfig,
+    build_wiki_dataset,
+    fetch_latest,
+    plan_chunks,
+    scan_chunk,
+)
+
+
+def _retry_unless_bad_data(task, task_run, state) -> bool:
+    """Retry everything except bad input, which would fail again the same way."""
+    try:
+        state.result()
+    except DataError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(
+    retries=3,
+    retry_delay_seconds=[10, 60, 300],
+    retry_condition_fn=_retry_unless_bad_data,
+    tags=["wiki", "download"],
+)
+def fetch_dump(mirror: str, cache: str, wiki: str = "enwiki") -> dict[str, str]:
+    """Download the newest finished multistream dump and index; returns their paths and date."""
+    info, dump, index = fetch_latest(mirror, Path(cache), wiki)
+    return {"dump": str(dump), "index": str(index), "date": info.date}
+
+
+@task(retries=1, retry_condition_fn=_retry_unless_bad_data, tags=["wiki"])
+def plan_wiki_chunks(dump: str, index: str | None, chunk_mb: float) -> list[Chunk]:
+    """Byte ranges of whole bz2 streams, one per scan task."""
+    return plan_chunks(dump, index, int(chunk_mb * (1 << 20)))
+
+
+@task(
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_retry_unless_bad_data,
+    tags=["wiki", "scan"],
+)
+def scan_wiki_chunk(
+    chunk: Chunk, config: WikiBuildConfig
+) -> tuple[list[dict[str, Any]], ScanStats]:
+    """Selected records of one chunk (runs wherever the task runner puts it, e.g. Dask)."""
+    return scan_chunk(chunk, config.selector(), config.on_error)
+
+
+@task(retries=1, retry_condition_fn=_retry_unless_bad_data, tags=["wiki"])
+def build_wiki(config: WikiBuildConfig, scan: ScanResult | None = None) -> dict[str, Any]:
+    """Build and publish the data set (scanning with a local process pool unless `scan` given)."""
+    return build_wiki_dataset(config, scan=scan)
