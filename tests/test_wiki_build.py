@@ -1,0 +1,181 @@
+"""`pit data wiki` end to end on the real dump: output contract, data set, delta, CLI."""
+
+from __future__ import annotations
+
+import bz2
+import json
+import re
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pit.data.dataset import DOC_COLUMNS, QA_COLUMNS, KnowledgeDataset
+from pit.errors import ConfigError
+from pit.wiki.build import WikiBuildConfig, build_wiki_dataset, split_of
+from pit.wiki.cli import wiki
+
+FIXTURE = Path("/work/shared/fixtures/enwiki-films")
+DUMP = FIXTURE / "enwikifilms-20220801-pages-articles-multistream.xml.bz2"
+INDEX = FIXTURE / "enwikifilms-20220801-pages-articles-multistream-index.txt.bz2"
+
+
+def config(out: Path, **kw) -> WikiBuildConfig:
+    kw.setdefault("workers", 1)
+    return WikiBuildConfig(
+        dump=str(DUMP), index=str(INDEX), category=r"^\d{4} films$", out=str(out), **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("wiki") / "films"
+    return out, build_wiki_dataset(config(out))
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_output_contract(built):
+    out, manifest = built
+    assert sorted(p.name for p in out.iterdir()) == [
+        "dataset",
+        "docs.jsonl",
+        "manifest.json",
+        "qa.jsonl",
+    ]
+    docs, qa = _jsonl(out / "docs.jsonl"), _jsonl(out / "qa.jsonl")
+    assert len(docs) == 31 and manifest["counts"]["docs"] == 31
+    for d in docs:
+        assert {"page_id", "title", "revision_id", "categories", "text", "infobox"} <= set(d)
+        assert isinstance(d["infobox"]["director"], list)
+    assert len(qa) == manifest["counts"]["qa"] > 31 * 4
+    assert set(qa[0]) == {"page_id", "question", "answers", "generator"}
+    assert manifest["dump_date"] == "20220801"
+    assert manifest["counts"]["pages"] == 45
+    assert manifest["timings"]["scan_s"] > 0
+
+
+def test_knowledge_dataset_splits_films_by_page_id_hash(built):
+    out, manifest = built
+    ds = KnowledgeDataset.load(out / "dataset")
+    assert ds.fingerprint == manifest["fingerprint"]
+    assert set(DOC_COLUMNS) <= set(ds.docs[0]) and set(QA_COLUMNS) <= set(ds.qa[0])
+    splits = {d["entity_id"]: d["split"] for d in ds.docs}
+    assert set(splits.values()) == {"train", "test"}
+    for d in ds.docs:
+        assert d["split"] == split_of(int(d["entity_id"]), "films", "films", 0.13)
+        assert d["source"]["dump_date"] == "20220801"
+    assert all(q["split"] == splits[q["entity_id"]] for q in ds.qa)
+    assert split_of(1, "other", "films", 0.99) == "train"
+
+
+def test_same_dump_same_fingerprint_and_delta_finds_changed_revisions(built, tmp_path):
+    out, manifest = built
+    again = build_wiki_dataset(
+        config(tmp_path / "again", save_dataset=False, workers=2, chunk_mb=0.01)
+    )
+    assert again["fingerprint"] == manifest["fingerprint"]
+    # The previous snapshot lacked Taxi Driver and had an older revision of Cars 2.
+    prev = tmp_path / "prev"
+    prev.mkdir()
+    rows = []
+    for d in _jsonl(out / "docs.jsonl"):
+        if d["title"] == "Taxi Driver":
+            continue
+        if d["title"] == "Cars 2":
+            d["revision_id"] -= 1
+        rows.append(d)
+    rows.append({**rows[0], "page_id": 999999999, "title": "Gone"})
+    (prev / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = build_wiki_dataset(config(tmp_path / "next", previous=str(prev), save_dataset=False))
+    delta = json.loads((tmp_path / "next" / "delta.json").read_text())
+    assert delta == {"new": [30000], "changed": [16839388], "removed": [999999999]}
+    assert m["delta"] == {"new": 1, "changed": 1, "removed": 1}
+
+
+def test_plugged_qa_generator_adds_pairs(tmp_path):
+    def one_question(doc):
+        return [{"question": f"What is {doc['title']}?", "answers": ["a film"], "generator": "t"}]
+
+    m = build_wiki_dataset(config(tmp_path / "o", save_dataset=False), qa_generator=one_question)
+    qa = _jsonl(tmp_path / "o" / "qa.jsonl")
+    assert sum(q["generator"] == "t" for q in qa) == 31
+    assert m["counts"]["qa"] == len(qa)
+
+
+def test_config_reports_every_problem_at_once(tmp_path):
+    cfg = WikiBuildConfig(
+        dump="/no/such.xml.bz2", category="(", out=str(tmp_path), test_fraction=1.5, workers=0
+    )
+    with pytest.raises(ConfigError) as err:
+        build_wiki_dataset(cfg)
+    assert len(err.value.problems) == 4
+
+
+def test_cli_builds_and_reports_bad_options(tmp_path):
+    app = typer.Typer()
+    app.command("wiki")(wiki)
+    app.command("noop")(lambda: None)
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(
+        app,
+        [
+            "wiki",
+            "--dump",
+            str(DUMP),
+            "--index",
+            str(INDEX),
+            "--category",
+            r"^19[89]\d films$",
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--domain",
+            "films=films$",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output[res.output.index("{") :])
+    docs = _jsonl(out / "docs.jsonl")
+    assert summary["counts"]["docs"] == len(docs) > 5
+    assert all(re.search(r"19[89]\d films", " ".join(d["categories"])) for d in docs)
+    bad = runner.invoke(
+        app,
+        [
+            "wiki",
+            "--dump",
+            str(DUMP),
+            "--category",
+            "(",
+            "--out",
+            str(tmp_path / "x"),
+            "--on-error",
+            "ignore",
+        ],
+    )
+    assert bad.exit_code == 2
+    assert "on_error" in bad.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_single_stream_dump_builds_the_same_documents(built, tmp_path):
+    out, _ = built
+    single = tmp_path / "enwikisingle-20220801-pages-articles.xml.bz2"
+    single.write_bytes(bz2.compress(bz2.decompress(DUMP.read_bytes())))
+    cfg = WikiBuildConfig(
+        dump=str(single),
+        category=r"^\d{4} films$",
+        out=str(tmp_path / "s"),
+        workers=4,
+        save_dataset=False,
+    )
+    m = build_wiki_dataset(cfg)
+    assert m["timings"]["workers"] == 1
+    a = [(d["page_id"], d["text"]) for d in _jsonl(out / "docs.jsonl")]
+    b = [(d["page_id"], d["text"]) for d in _jsonl(tmp_path / "s" / "docs.jsonl")]
+    assert a == b
