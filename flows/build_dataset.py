@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow
+from prefect import flow, unmapped
 from pydantic import BaseModel, Field
 
 from pit.errors import ConfigError
@@ -68,7 +68,7 @@ def _scan_on_dask(params: BuildDatasetParams, config: WikiBuildConfig) -> ScanRe
     def scan_on_dask() -> ScanResult:
         t0 = time.perf_counter()
         chunks = plan_wiki_chunks(config.dump, config.index, config.chunk_mb)
-        futures = scan_wiki_chunk.map(chunks, config=config)
+        futures = scan_wiki_chunk.map(chunks, config=unmapped(config))
         records, total = [], ScanStats()
         for fut in futures:
             recs, stats = fut.result()

@@ -1,4 +1,4 @@
-"""Damaged dumps: a clear error naming file and offset, or skipped and counted; never half-published.
+"""Damaged dumps: a clear error naming file and offset, or skipped and counted, not published.
 
 Each test rebuilds a copy of the real fixture in tmp_path with one fault in one
 bz2 stream, and a matching index, so the fault sits where a real one would.
@@ -32,7 +32,7 @@ def streams() -> list[bytes]:
 
 
 def rebuild(tmp: Path, which: int, fault: Callable[[bytes], bytes], compressed: bool = False):
-    """Copy of the fixture with stream `which` passed through `fault`; returns (dump, index, offset).
+    """A fixture copy with stream `which` passed through `fault`; returns (dump, index, offset).
 
     Stream 0 is the siteinfo header; 1 holds the redirects and Anarchism; 2 nine films
     and a TV series; 4 starts with "Cars 2", 5 with "That's the Woman I Want".
