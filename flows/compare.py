@@ -1,0 +1,161 @@
+"""The comparison flows: `compare_methods` (the paper's table) and `run_recipe` (one recipe).
+
+Flow parameters are pydantic models, so the Prefect UI renders them as a form.
+MLflow runs are created here, before any task, and their ids handed to the
+tasks: a retried task keeps writing to the same run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from pit import pipeline
+from pit.config import PitConfig, load_config
+from pit.recipe import Recipe, all_recipes, select_recipes
+from pit.report import aggregate, comparison_figure, comparison_rows, results_document
+from pit.tracking import Tracker, tracking_uri
+from tasks import training as t
+
+
+class CompareParams(BaseModel):
+    """What a user picks when starting a comparison from the CLI or the Prefect UI."""
+
+    preset: str | None = Field("smoke", description="Shipped preset (smoke, demo, ...).")
+    config_file: str | None = Field(None, description="A YAML config instead of a preset.")
+    methods: list[str] | None = Field(
+        None, description="Recipe slugs; 'all' for every recipe; default: the preset's."
+    )
+    seeds: int | None = Field(None, ge=1, description="Seeds per recipe; default: the preset's.")
+    overrides: list[str] = Field(
+        default_factory=list, description="section.field=value overrides, as with --set."
+    )
+    artifact_root: str | None = Field(None, description="A folder or s3://bucket/prefix.")
+    recipes_dirs: list[str] = Field(default_factory=list, description="Folders of user recipes.")
+
+    def config(self) -> PitConfig:
+        extra = list(self.overrides)
+        if self.artifact_root:
+            extra.append(f"artifact_root={self.artifact_root}")
+        cfg = load_config(None if self.config_file else self.preset, self.config_file, extra)
+        updates: dict[str, Any] = {}
+        if self.methods:
+            updates["methods"] = self.methods
+        if self.seeds:
+            updates["seeds"] = self.seeds
+        return cfg.model_copy(update=updates)
+
+
+def metric_name(slug: str) -> str:
+    """MLflow metric names allow no '+': pit++ is logged as pit_plus_plus."""
+    return slug.replace("+", "_plus")
+
+
+def _tracker(cfg: PitConfig) -> Tracker:
+    return Tracker(tracking_uri(cfg.tracking.tracking_uri, cfg.workdir), cfg.tracking.experiment)
+
+
+def _recipe_params(recipe: Recipe, cfg: PitConfig, seed: int) -> dict[str, Any]:
+    return {
+        "recipe": recipe.slug,
+        "stages": recipe.describe(),
+        "evaluation": recipe.evaluation,
+        "seed": cfg.train.seed + seed,
+        "train": cfg.train.model_dump(),
+        "model": cfg.model.model_dump(),
+        "world": cfg.world.model_dump(),
+    }
+
+
+@flow(name="run-recipe", flow_run_name="{recipe.slug}-seed-{seed}")
+def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_key: str, base_ref: str,
+                      retention_before: float | None, parent_run_id: str | None,
+                      dataset_fingerprint: str = "") -> dict[str, Any]:
+    """One recipe and seed: a nested MLflow run, its stages, then the final evaluation."""
+    tracker = _tracker(cfg)
+    run_id = tracker.start_run(f"{recipe.slug}-seed{seed}", parent_run_id,
+                               tags={"recipe": recipe.slug, "seed": str(seed)})
+    tracker.log_params(run_id, {**_recipe_params(recipe, cfg, seed), "base_model": base_ref,
+                                "dataset": data_key, "dataset_fingerprint": dataset_fingerprint})
+    try:
+        ref = base_ref
+        for i in range(len(recipe.stages)):
+            ref, _ = t.run_stage(cfg, recipe, i, ref, data_key, run_id, seed)
+        total = pipeline.stage_offset(recipe, len(recipe.stages), cfg.train)
+        metrics = t.evaluate(cfg, recipe, ref, data_key, run_id, retention_before, total, seed)
+        tracker.set_tags(run_id, {"final_model": pipeline.store_for(cfg).url(ref)
+                                  if ref.startswith("runs/") else ref})
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    tracker.end_run(run_id)
+    return {"seed": seed, "run_id": run_id, "metrics": metrics}
+
+
+@flow(name="compare-methods", flow_run_name="compare-{params.preset}")
+def compare_methods(params: CompareParams) -> dict[str, Any]:
+    """The paper's comparison: a world, a base model, every chosen recipe, one table."""
+    cfg = params.config()
+    return compare(cfg, params.recipes_dirs)
+
+
+def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, Any]:
+    logger = get_run_logger()
+    recipes = select_recipes(cfg.methods, recipes_dirs)
+    tracker = _tracker(cfg)
+    parent = tracker.start_run(f"compare-{cfg.preset}", tags={"preset": cfg.preset})
+    tracker.log_params(parent, {"preset": cfg.preset, "methods": [r.slug for r in recipes],
+                                "seeds": cfg.seeds, "model": cfg.model.name_or_path})
+    try:
+        data_key = t.build_dataset(cfg)
+        ds = pipeline.load_dataset(cfg, data_key)
+        dataset = {"key": data_key, **ds.stats()}
+        tracker.log_params(parent, {"dataset_fingerprint": ds.fingerprint})
+        base_ref = t.build_base(cfg, data_key)
+        retention_before = t.base_retention(cfg, base_ref, data_key)
+        if retention_before is not None:
+            tracker.log_metrics(parent, {"base_retention_em": retention_before})
+        logger.info("base model %s, retention EM before training %s", base_ref, retention_before)
+        methods: dict[str, dict[str, Any]] = {}
+        for recipe in recipes:
+            per_seed = [
+                run_recipe_stages(cfg, recipe, s, data_key, base_ref, retention_before, parent,
+                                  ds.fingerprint)
+                for s in range(cfg.seeds)
+            ]
+            methods[recipe.slug] = aggregate(per_seed)
+            logger.info("%s: EM %.1f", recipe.slug, methods[recipe.slug]["exact_match"])
+        known = all_recipes(recipes_dirs)
+        tracker.log_table(parent, comparison_rows(methods, known), "comparison.json")
+        fig = comparison_figure(methods, known)
+        tracker.log_figure(parent, fig, "comparison.png")
+        for slug, res in methods.items():
+            tracker.log_metrics(parent, {f"{metric_name(slug)}/{m}": res[m] for m in
+                                         ("exact_match", "answer_recall", "rouge_l")
+                                         if res.get(m) is not None})
+    except BaseException:
+        tracker.end_run(parent, "FAILED")
+        raise
+    tracker.end_run(parent)
+    return results_document(cfg.preset, cfg.model.name_or_path, dataset, methods, parent)
+
+
+class RecipeParams(BaseModel):
+    """One recipe, for trying a new recipe file without the whole table."""
+
+    recipe: str = Field(..., description="Recipe slug, e.g. pit++.")
+    preset: str | None = "smoke"
+    config_file: str | None = None
+    seeds: int = Field(1, ge=1)
+    overrides: list[str] = Field(default_factory=list)
+    recipes_dirs: list[str] = Field(default_factory=list)
+
+
+@flow(name="run-recipe-standalone", flow_run_name="{params.recipe}")
+def run_recipe(params: RecipeParams) -> dict[str, Any]:
+    cfg = CompareParams(preset=params.preset, config_file=params.config_file,
+                        methods=[params.recipe], seeds=params.seeds,
+                        overrides=params.overrides).config()
+    return compare(cfg, params.recipes_dirs)

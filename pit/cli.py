@@ -1,0 +1,188 @@
+"""`pit`: the command line of users and checks.
+
+Every command that trains runs a Prefect flow, so a run shows up on a Prefect
+server when one is configured (PREFECT_API_URL) and runs on a temporary local
+API otherwise. Errors name the bad input and the fix, and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pit.errors import PitError
+
+app = typer.Typer(
+    help="Keep a language model's knowledge current with pre-instruction-tuning (PIT).\n\n"
+    "Start with `pit demo`; compare recipes with `pit compare --preset smoke`; "
+    "list recipes with `pit recipes`.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Build knowledge data sets (synthetic world, Wikipedia dumps).",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any config field: section.field=value "
+                 "(repeatable), e.g. --set world.seed=3 --set train.doc_lr=5e-4."),
+]
+
+
+def _fail(e: Exception) -> None:
+    console.print(f"[bold red]error:[/] {e}")
+    raise typer.Exit(2)
+
+
+def _quiet_services() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _run_compare(preset: str | None, config: Path | None, methods: str | None, seeds: int | None,
+                 results: Path | None, overrides: list[str], artifact_root: str | None,
+                 recipes_dir: list[Path] | None) -> dict:
+    from flows.compare import CompareParams, compare_methods
+    from pit.recipe import all_recipes, select_recipes
+    from pit.report import render_table, write_results
+
+    _quiet_services()
+    dirs = [str(d) for d in recipes_dir or []]
+    params = CompareParams(
+        preset=preset, config_file=str(config) if config else None,
+        methods=[m.strip() for m in methods.split(",")] if methods else None,
+        seeds=seeds, overrides=overrides, artifact_root=artifact_root, recipes_dirs=dirs,
+    )
+    cfg = params.config()
+    chosen = select_recipes(cfg.methods, [Path(d) for d in dirs])
+    console.print(f"[bold]pit[/] {cfg.preset}: {len(chosen)} recipe(s) x {cfg.seeds} seed(s): "
+                  + ", ".join(r.slug for r in chosen))
+    started = time.time()
+    doc = compare_methods(params)
+    doc["seconds"] = round(time.time() - started, 1)
+    table = render_table(doc["methods"], all_recipes([Path(d) for d in dirs]),
+                         f"pit {cfg.preset} (model: {cfg.model.name_or_path}, "
+                         f"{doc['seconds']:.0f} s)")
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    if results:
+        write_results(results, doc)
+        console.print(f"results: {results}")
+    console.print(f"MLflow parent run {doc['mlflow_parent_run_id']}; "
+                  "see it with `mlflow ui --backend-store-uri "
+                  f"{_uri(cfg)}`")
+    return doc
+
+
+def _uri(cfg) -> str:
+    from pit.tracking import tracking_uri
+
+    return tracking_uri(cfg.tracking.tracking_uri, cfg.workdir)
+
+
+@app.command()
+def compare(
+    preset: Annotated[str | None, typer.Option(help="Shipped preset: smoke or demo.")] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML config file instead.")] = None,
+    methods: Annotated[str | None, typer.Option(
+        help="Comma-separated recipe slugs, 'main' (the paper's table) or 'all'.")] = None,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per recipe.")] = None,
+    results: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
+    artifact_root: Annotated[str | None, typer.Option(
+        help="Where data, models and checkpoints go: a folder or s3://bucket/prefix.")] = None,
+    recipes_dir: Annotated[list[Path] | None, typer.Option(
+        help="A folder of your own recipe YAML files (repeatable).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Run recipes on one world and base model; print a table beside the paper's."""
+    if not preset and not config:
+        preset = "smoke"
+    try:
+        _run_compare(preset, config, methods, seeds, results, set_ or [], artifact_root,
+                     recipes_dir)
+    except PitError as e:
+        _fail(e)
+
+
+@app.command()
+def demo(
+    results: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
+    methods: Annotated[str | None, typer.Option(
+        help="Recipes to run; default: the paper's main comparison and pit++.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """The main job: build the synthetic world, pre-train the base model, compare recipes."""
+    try:
+        _run_compare("demo", None, methods, None, results, set_ or [], None, None)
+    except PitError as e:
+        _fail(e)
+
+
+@app.command()
+def recipes(
+    recipes_dir: Annotated[list[Path] | None, typer.Option(help="Extra recipe folders.")] = None,
+) -> None:
+    """List every recipe with its stages and the paper's exact match."""
+    from rich.table import Table
+
+    from pit.recipe import select_recipes
+
+    try:
+        found = select_recipes("all", recipes_dir)
+    except PitError as e:
+        _fail(e)
+    table = Table("slug", "stages", "paper EM")
+    for r in found:
+        table.add_row(r.slug, r.describe(),
+                      "-" if r.paper.exact_match is None else f"{r.paper.exact_match:.1f}")
+    Console().print(table)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Output folder for the data set.")],
+    preset: Annotated[str, typer.Option(help="Preset whose world section to use.")] = "smoke",
+    set_: SetOpt = None,
+) -> None:
+    """Build the synthetic knowledge world (docs and QA, old/train/test, two domains)."""
+    from pit.config import load_config
+    from pit.data.world import build_world
+
+    try:
+        cfg = load_config(preset, None, set_ or [])
+    except PitError as e:
+        _fail(e)
+    ds = build_world(cfg.world)
+    tmp = out.with_name(out.name + ".partial")
+    ds.save(tmp)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    console.print(json.dumps(ds.stats(), indent=2))
+
+
+def _register_wiki() -> None:
+    try:
+        from pit.wiki.cli import wiki
+    except ImportError as e:  # pragma: no cover - only without the optional parser deps
+        print(f"pit data wiki unavailable: {e}", file=sys.stderr)
+        return
+    data_app.command("wiki")(wiki)
+
+
+_register_wiki()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,49 @@
+"""Prefect tasks over `pit.pipeline`: one task per step, retries, nothing else.
+
+Each returns keys into the artifact store and small metric dicts, never
+tensors or data sets, so a retried or remote task needs nothing but its
+arguments. The steps cache their outputs by content themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from pit import pipeline
+from pit.config import PitConfig
+from pit.recipe import Recipe
+
+_COMMON = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2}
+
+
+@task(name="build-world", retries=2, tags=["data"], **_COMMON)
+def build_dataset(cfg: PitConfig) -> str:
+    return pipeline.build_dataset(cfg)
+
+
+@task(name="pretrain-base", retries=2, tags=["train"], **_COMMON)
+def build_base(cfg: PitConfig, data_key: str) -> str:
+    return pipeline.build_base(cfg, data_key)
+
+
+@task(name="base-retention", retries=2, tags=["eval"], **_COMMON)
+def base_retention(cfg: PitConfig, model_ref: str, data_key: str) -> float | None:
+    return pipeline.base_retention(cfg, model_ref, data_key)
+
+
+@task(name="run-stage", task_run_name="{recipe.slug}-stage-{index}-seed-{seed}", retries=2,
+      tags=["train"], **_COMMON)
+def run_stage(cfg: PitConfig, recipe: Recipe, index: int, model_ref: str, data_key: str,
+              run_id: str | None, seed: int = 0) -> tuple[str, dict[str, float]]:
+    return pipeline.run_stage(cfg, recipe, index, model_ref, data_key, run_id, seed)
+
+
+@task(name="evaluate", task_run_name="evaluate-{recipe.slug}-seed-{seed}", retries=2,
+      tags=["eval"], **_COMMON)
+def evaluate(cfg: PitConfig, recipe: Recipe, model_ref: str, data_key: str, run_id: str | None,
+             retention_before: float | None, step: int = 0, seed: int = 0) -> dict[str, Any]:
+    out = pipeline.evaluate(cfg, recipe, model_ref, data_key, run_id, retention_before, step)
+    return out["metrics"]
