@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 
-import mwparserfromhell
 from mwparserfromhell.nodes import Tag, Template, Text
 from mwparserfromhell.wikicode import Wikicode
 
@@ -156,7 +155,7 @@ def parse_infobox(wikitext: str | Wikicode) -> dict[str, list[str]]:
         field = normalise_key(str(p.name))
         if field is None or field in out:
             continue
-        values = split_values(mwparserfromhell.parse(str(p.value)), field)
+        values = split_values(p.value, field)
         if values:
             out[field] = values
     return out

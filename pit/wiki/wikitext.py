@@ -175,9 +175,9 @@ def template_name(t: Template) -> str:
     return " ".join(name.replace("_", " ").split()).lower().removeprefix("template:")
 
 
-def positional(t: Template) -> list[str]:
-    """A template's unnamed arguments as raw wikitext, in order."""
-    return [str(p.value) for p in t.params if not p.showkey]
+def positional(t: Template) -> list[Wikicode]:
+    """A template's unnamed arguments, parsed, in order (no second parse needed)."""
+    return [p.value for p in t.params if not p.showkey]
 
 
 def _named(t: Template, *names: str) -> str | None:
@@ -212,7 +212,7 @@ def render_dates(t: Template) -> list[str]:
     """
     name = template_name(t)
     dmy = (_named(t, "df") or "").lower() in {"y", "yes", "dmy", "1", "true"}
-    args = [render(mwparserfromhell.parse(a)).strip() for a in positional(t)]
+    args = [render(a).strip() for a in positional(t)]
     if name in {"film date", "filmdate", "film release date", "release date"}:
         out = []
         for i in range(0, len(args), 4):
@@ -241,16 +241,15 @@ def render_template(t: Template) -> str:
     if name in _WRAPPER_TEMPLATES or name.startswith("lang-"):
         idx = _WRAPPER_TEMPLATES.get(name, 1)
         args = positional(t)
-        return render(mwparserfromhell.parse(args[idx - 1])) if 0 < idx <= len(args) else ""
+        return render(args[idx - 1]) if 0 < idx <= len(args) else ""
     if name in _CURRENCY:
         args = positional(t)
-        return _CURRENCY[name] + (render(mwparserfromhell.parse(args[0])) if args else "")
+        return _CURRENCY[name] + (render(args[0]) if args else "")
     if name == "based on":
-        args = [render(mwparserfromhell.parse(a)).strip() for a in positional(t)]
+        args = [render(a).strip() for a in positional(t)]
         return f"{args[0]} by {', '.join(args[1:])}" if len(args) > 1 else "".join(args)
     if name in {"convert", "cvt"}:
-        args = positional(t)
-        return " ".join(args[:2]) if args else ""
+        return " ".join(render(a).strip() for a in positional(t)[:2])
     if name in {"'", "'s"}:
         return "'" if name == "'" else "'s"
     if name in {"-", "snd", "spaced ndash", "ndash", "dash"}:
