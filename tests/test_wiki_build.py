@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from pit.data.dataset import DOC_COLUMNS, QA_COLUMNS, KnowledgeDataset
 from pit.errors import ConfigError
+from pit.storage import Store
 from pit.wiki.build import WikiBuildConfig, build_wiki_dataset, split_of
 from pit.wiki.cli import wiki
 
@@ -41,6 +42,7 @@ def _jsonl(path: Path) -> list[dict]:
 def test_output_contract(built):
     out, manifest = built
     assert sorted(p.name for p in out.iterdir()) == [
+        "MANIFEST.json",
         "dataset",
         "docs.jsonl",
         "manifest.json",
@@ -56,6 +58,9 @@ def test_output_contract(built):
     assert manifest["dump_date"] == "20220801"
     assert manifest["counts"]["pages"] == 45
     assert manifest["timings"]["scan_s"] > 0
+    published = Store(str(out.parent)).read_manifest(out.name)
+    assert published["fingerprint"] == manifest["fingerprint"]
+    assert {"docs.jsonl", "qa.jsonl", "manifest.json"} <= set(published["files"])
 
 
 def test_knowledge_dataset_splits_films_by_page_id_hash(built):

@@ -3,11 +3,12 @@
 The output folder is what `pit data wiki` promises (DESIGN.md §3):
 `docs.jsonl`, `qa.jsonl` and `manifest.json`, plus `dataset/` (the same rows as a
 `KnowledgeDataset`, with its card) and `delta.json` when a previous snapshot is
-given. It is published atomically: everything is written to a hidden sibling
-folder, `manifest.json` last, and only then renamed into place, so a reader that
-trusts folders with a manifest never sees half a data set, and a failed build
-(a damaged dump, a bad page under `on_error="raise"`) leaves the previous
-output untouched.
+given. It is published through `pit.storage` (a local folder or `s3://`): files
+are written to a staging folder, `manifest.json` last among ours and the store's
+`MANIFEST.json` (sizes and sha256 of every file) after it, and only then renamed
+into place, so a reader that trusts folders with a manifest never sees half a
+data set, and a failed build (a damaged dump, a bad page under
+`on_error="raise"`) leaves the previous output untouched.
 
 Splits: film documents go to `test` or `train` by a hash of their page id, not
 at random and not by content, so a film stays in the same split every month
@@ -20,19 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import fsspec
 from pydantic import BaseModel, Field
 
 from pit.data.dataset import KnowledgeDataset
 from pit.errors import ConfigError, DataError
+from pit.storage import Store
 from pit.wiki.qa_infobox import infobox_qa
 from pit.wiki.reader import ScanResult, default_workers, scan_dump
 from pit.wiki.select import DEFAULT_DOMAINS, PageSelector, page_ids_from_categorylinks
@@ -215,26 +214,15 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def publish(staging: Path, out: str) -> str:
-    """Move a finished staging folder to `out`: rename locally, upload manifest-last remotely."""
-    fs, path = fsspec.core.url_to_fs(out)
-    if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
-        target = Path(path)
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        if target.exists():
-            target.replace(old)
-        staging.replace(target)
-        if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        return str(target)
-    if fs.exists(path.rstrip("/") + "/manifest.json"):
-        fs.rm(path.rstrip("/") + "/manifest.json")
-    for f in sorted(staging.rglob("*")):
-        if f.is_file() and f.name != "manifest.json":
-            fs.put_file(str(f), f"{path.rstrip('/')}/{f.relative_to(staging).as_posix()}")
-    fs.put_file(str(staging / "manifest.json"), f"{path.rstrip('/')}/manifest.json")
-    shutil.rmtree(staging, ignore_errors=True)
-    return out
+def store_and_key(out: str) -> tuple[Store, str]:
+    """The storage root holding `out` and the key of `out` under it."""
+    out = out.rstrip("/")
+    if "://" in out:
+        root, key = out.rsplit("/", 1)
+    else:
+        path = Path(out).expanduser().resolve()
+        root, key = str(path.parent), path.name
+    return Store(root), key
 
 
 def build_wiki_dataset(
@@ -260,16 +248,9 @@ def build_wiki_dataset(
     t_qa = time.perf_counter()
     changes = delta(scan.records, config.previous) if config.previous else None
 
-    local_out = None if "://" in config.out else Path(config.out)
-    if local_out is not None:
-        local_out.parent.mkdir(parents=True, exist_ok=True)
-        staging = local_out.parent / f".{local_out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    else:
-        import tempfile
-
-        staging = Path(tempfile.mkdtemp(prefix="pit-wiki-")) / "out"
-    staging.mkdir(parents=True)
-    try:
+    store, key = store_and_key(config.out)
+    published: dict[str, Any] = {"kind": "pit.data.wiki"}
+    with store.staging(key, published) as staging:
         _write_jsonl(staging / "docs.jsonl", docs)
         _write_jsonl(staging / "qa.jsonl", qa)
         if changes is not None:
@@ -314,10 +295,7 @@ def build_wiki_dataset(
             "config": config.model_dump(),
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        publish(staging, config.out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        published.update(fingerprint=ds.fingerprint, dump_date=config.date(), docs=len(docs))
     return manifest
 
 
