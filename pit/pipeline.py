@@ -263,7 +263,7 @@ def evaluate(
         metrics["forgetting"] = retention_before - metrics["retention_em"]
     if run_id:
         tracker = _tracker(cfg)
-        tracker.log_metrics(run_id, metrics, step=step)
+        tracker.log_metrics(run_id, metrics, step=step, once=True)
         tracker.log_table(run_id, rows, "predictions.json")
     return {"metrics": metrics, "predictions": rows}
 

@@ -60,14 +60,21 @@ class Tracker:
         for i in range(0, len(new), 100):
             self.client.log_batch(run_id, params=new[i : i + 100])
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None,
+                    once: bool = False) -> None:
+        """Log metrics at `step`; with `once`, skip keys that already have a value there.
+
+        `once` keeps a retried task or a final evaluation that repeats the last
+        epoch's from writing the same step twice.
+        """
         import time
 
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
         items = [Metric(k, float(v), ts, step or 0) for k, v in metrics.items()
-                 if v is not None and v == v]
+                 if v is not None and v == v
+                 and not (once and (step or 0) in self.logged_steps(run_id, k))]
         if items:
             self.client.log_batch(run_id, metrics=items)
 
