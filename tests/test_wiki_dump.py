@@ -131,3 +131,36 @@ def test_fetch_latest_over_http_resumes_and_reads(http_mirror, tmp_path):
     assert dump_ranges and dump_ranges[0].startswith("123456-"), RangeHandler.ranges
     scan = scan_dump(str(dump), str(index), PageSelector(category=r"^\d{4} films$"))
     assert len(scan.records) == 31
+
+
+def test_cli_builds_from_the_newest_finished_dump_on_a_mirror(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from pit.wiki.cli import wiki
+
+    app = typer.Typer()
+    app.command("wiki")(wiki)
+    app.command("noop")(lambda: None)
+    mirror = make_mirror(tmp_path / "mirror")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app,
+        [
+            "wiki",
+            "--dump",
+            str(mirror),
+            "--category",
+            r"^\d{4} films$",
+            "--out",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--workers",
+            "1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dump_date"] == "20230101" and manifest["counts"]["docs"] == 31
+    assert (tmp_path / "cache" / "enwiki-20230101-pages-articles-multistream.xml.bz2").exists()

@@ -93,6 +93,3 @@ def wiki(
     summary = {k: manifest[k] for k in ("counts", "timings", "fingerprint", "delta")}
     typer.echo(json.dumps({"out": out, **summary}, indent=2))
 
-
-wiki_app = typer.Typer(help="Wikipedia dumps to knowledge data sets.", add_completion=False)
-wiki_app.command("wiki")(wiki)
