@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.build_dataset import BuildDatasetParams, build_dataset
 from pit.errors import ConfigError
@@ -16,10 +15,8 @@ DUMP = FIXTURE / "enwikifilms-20220801-pages-articles-multistream.xml.bz2"
 INDEX = FIXTURE / "enwikifilms-20220801-pages-articles-multistream-index.txt.bz2"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def harness():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
+# The session-wide Prefect test server from tests/services.py, shared with other flow tests.
+pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def _docs(out: Path) -> list[tuple[int, str]]:
