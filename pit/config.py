@@ -112,6 +112,39 @@ class TrainConfig(_Section):
         False, description="Take train QA and train docs from the second domain (novels)."
     )
     seed: int = 0
+    launcher: Literal["process", "inline"] = Field(
+        "process",
+        description="'process' trains each recipe stage in its own process through "
+        "`accelerate launch`, so a crash (killed, out of memory) fails only that process and "
+        "a retry resumes from the last checkpoint; 'inline' trains in the calling process "
+        "(quicker to start, for notebooks and unit tests).",
+    )
+    num_processes: int | None = Field(
+        None, ge=1,
+        description="Training processes per stage under accelerate; unset: one per GPU, "
+        "or 1 on a CPU-only machine.",
+    )
+
+
+class CheckpointConfig(_Section):
+    """When a training stage saves its state to the artifact store, and how many it keeps.
+
+    A checkpoint holds the model (safetensors), optimiser moments, RNG states and
+    the data position, so a stage killed at any step resumes and ends with the
+    same weights and metrics as one that never stopped. A kill loses at most
+    `every_steps` optimiser steps; each checkpoint costs one model and
+    optimiser write (two to three times the model's size), so large models
+    want a larger `every_steps`.
+    """
+
+    enabled: bool = Field(True, description="Save checkpoints and resume from them on a retry.")
+    every_steps: int = Field(
+        50, ge=0, description="Save every N optimiser steps inside an epoch; 0: only at epoch ends."
+    )
+    at_epoch_end: bool = Field(True, description="Save at the end of every epoch but the last.")
+    keep_last: int = Field(
+        2, ge=1, description="Complete checkpoints kept per stage; older ones are deleted."
+    )
 
 
 class EvalConfig(_Section):
@@ -151,6 +184,7 @@ class PitConfig(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
 
 def _format_errors(err: ValidationError) -> list[str]:

@@ -27,6 +27,7 @@ from pit.recipe import Recipe, Source, Stage
 from pit.storage import StorageConfig, Store, fingerprint
 from pit.tracking import Tracker, tracking_uri
 from pit.train.batches import epoch_batches, stage_examples
+from pit.train.checkpoint import Checkpointer, fetch_latest, read_checkpoint
 from pit.train.examples import Example, ExampleBuilder
 from pit.train.loop import Callback, StageState, train_stage
 
@@ -176,28 +177,103 @@ def _train_cfg(cfg: PitConfig, seed: int) -> TrainConfig:
 
 
 class EpochEvaluation(Callback):
-    """Evaluates at the end of each epoch of a stage that reads the test documents."""
+    """Evaluates at the end of each epoch and records the metrics by epoch number.
 
-    def __init__(self, fn, offset: int) -> None:
+    `history` maps the stage's 1-based epoch to that epoch's metrics; a
+    checkpoint carries it, so a resumed stage knows every epoch's numbers
+    without recomputing them.
+    """
+
+    def __init__(self, fn, offset: int, history: dict[int, dict[str, float]] | None = None
+                 ) -> None:
         self.fn = fn
         self.offset = offset
-        self.last: dict[str, float] = {}
+        self.history = {} if history is None else history
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.history[max(self.history)] if self.history else {}
 
     def on_epoch_end(self, state: StageState, metrics: dict[str, float]) -> None:
-        self.last = self.fn(self.offset + state.position.epoch, metrics)
+        epoch = state.position.epoch
+        self.history[epoch] = self.fn(self.offset + epoch, metrics)
+
+
+def stage_key(recipe: Recipe, index: int, run_id: str | None, seed: int) -> str:
+    """Where a stage's final model is published."""
+    return f"runs/{run_id or 'local'}/{recipe.slug}-s{seed}/stage-{index}"
+
+
+# Fields that change how a stage runs or is saved, never what it computes.
+_NOT_IN_STAGE_HASH = tuple(f"config.{f}" for f in _NOT_IN_HASH) + (
+    "config.train.launcher", "config.train.num_processes", "config.checkpoint",
+)
+
+
+def stage_fingerprint(cfg: PitConfig, recipe: Recipe, index: int, model_ref: str,
+                      data_key: str, seed: int) -> str:
+    """Hash of everything a stage's weights and metrics depend on."""
+    return fingerprint(
+        {"config": cfg, "recipe": recipe, "index": index, "seed": seed},
+        exclude=_NOT_IN_STAGE_HASH, inputs={"model": model_ref, "data": data_key},
+    )
+
+
+def checkpoint_prefix(recipe: Recipe, index: int, run_id: str | None, seed: int,
+                      stage_hash: str) -> str:
+    """Where a stage's checkpoints go: beside its final model, named by the stage's hash."""
+    return (f"runs/{run_id or 'local'}/{recipe.slug}-s{seed}/checkpoints/"
+            f"stage-{index}-{stage_hash[:12]}")
 
 
 def run_stage(
     cfg: PitConfig, recipe: Recipe, index: int, model_ref: str, data_key: str,
     run_id: str | None, seed: int = 0,
 ) -> tuple[str, dict[str, float]]:
-    """Train one stage of a recipe from `model_ref`; publish the model; return its key."""
+    """Train one stage of a recipe from `model_ref`; publish the model; return its key and metrics.
+
+    With `train.launcher=process` (the default) the training runs in its own
+    process through `accelerate launch`, so an out-of-memory kill or a lost
+    worker fails this call cleanly and calling it again (a Prefect retry)
+    resumes from the newest checkpoint. A stage whose final model is already
+    published with the same fingerprint is not trained again.
+    """
+    store = store_for(cfg)
+    key = stage_key(recipe, index, run_id, seed)
+    done = store.cached(key)
+    stage_hash = stage_fingerprint(cfg, recipe, index, model_ref, data_key, seed)
+    if done is not None and done.get("fingerprint") == stage_hash:
+        log.info("stage %d of %s already published at %s; reusing it", index, recipe.slug,
+                 store.url(key))
+        return key, dict(done.get("metrics") or {})
+    if cfg.train.launcher == "inline":
+        return train_stage_job(cfg, recipe, index, model_ref, data_key, run_id, seed)
+    from pit.train.launch import StageJob, launch_stage
+
+    return launch_stage(StageJob(config=cfg, recipe=recipe, index=index, model_ref=model_ref,
+                                 data_key=data_key, run_id=run_id, seed=seed))
+
+
+def train_stage_job(
+    cfg: PitConfig, recipe: Recipe, index: int, model_ref: str, data_key: str,
+    run_id: str | None, seed: int = 0,
+) -> tuple[str, dict[str, float]]:
+    """The training of one stage, in this process (or in each process accelerate started).
+
+    Resumes from the newest intact checkpoint of this very stage if there is
+    one; logs per-epoch metrics to the MLflow run `run_id` only for epochs
+    that run has not logged yet, so a retry never duplicates a step.
+    """
     stage = recipe.stages[index]
     tcfg = _train_cfg(cfg, seed)
     store = store_for(cfg)
-    key = f"runs/{run_id or 'local'}/{recipe.slug}-s{seed}/stage-{index}"
-    ds = load_dataset(cfg, data_key)
-    model, tokenizer = load_model(model_path(cfg, model_ref), cfg.model)
+    key = stage_key(recipe, index, run_id, seed)
+    stage_hash = stage_fingerprint(cfg, recipe, index, model_ref, data_key, seed)
+    prefix = checkpoint_prefix(recipe, index, run_id, seed, stage_hash)
+    accelerator = _accelerator()
+    with accelerator.main_process_first():
+        ds = load_dataset(cfg, data_key)
+        model, tokenizer = load_model(model_path(cfg, model_ref), cfg.model)
     builder = ExampleBuilder(tokenizer, cfg.model.max_seq_len)
     retention = retention_questions(ds, cfg.world.retention_questions)
     examples = stage_examples(ds, stage, builder, tcfg, exclude_qa={q["qa_id"] for q in retention})
@@ -206,11 +282,24 @@ def run_stage(
     epochs = [epoch_batches(examples, stage, tcfg, base_seed + e) for e in range(n_epochs)]
     peak = {"doc": stage.doc_lr or tcfg.doc_lr, "qa": stage.qa_lr or tcfg.qa_lr}
 
-    tracker = _tracker(cfg) if run_id else None
+    tracker = _tracker(cfg) if run_id and accelerator.is_main_process else None
     offset = stage_offset(recipe, index, tcfg)
-    accelerator = _accelerator()
     torch.manual_seed(tcfg.seed * 7919 + index)
     model, optimizer = _prepare(accelerator, model, tcfg)
+
+    state, history = StageState(), {}
+    if cfg.checkpoint.enabled:
+        resumed = _resume(cfg, store, prefix, stage_hash, accelerator, model, optimizer)
+        if resumed is not None:
+            state, history = resumed
+            log.info("%s stage %d resumes after step %d (epoch %d, batch %d)", recipe.slug,
+                     index, state.position.step, state.position.epoch, state.position.batch)
+
+    def log_epoch(step: int, metrics: dict[str, float]) -> None:
+        assert tracker is not None and run_id is not None
+        new = {k: v for k, v in metrics.items() if step not in tracker.logged_steps(run_id, k)}
+        if new:
+            tracker.log_metrics(run_id, new, step=step)
 
     def on_epoch(step: int, losses: dict[str, float]) -> dict[str, float]:
         metrics = {f"loss_{k[5:]}" if k.startswith("loss_") else k: v for k, v in losses.items()}
@@ -218,17 +307,67 @@ def run_stage(
             metrics |= evaluate_trained(cfg, accelerator.unwrap_model(model), tokenizer, ds,
                                         retention)[0]
         if tracker:
-            tracker.log_metrics(run_id, metrics, step=step)
+            log_epoch(step, metrics)
         return metrics
 
-    evaluation = EpochEvaluation(on_epoch, offset)
-    with bar(sum(len(e) for e in epochs), f"{recipe.slug} stage {index + 1}") as advance:
+    if tracker:
+        for epoch, metrics in sorted(history.items()):
+            log_epoch(offset + epoch, metrics)
+    evaluation = EpochEvaluation(on_epoch, offset, history)
+    callbacks: list[Callback] = [evaluation]
+    checkpointer = None
+    if cfg.checkpoint.enabled:
+        def saved(ckpt: str) -> None:
+            if tracker and run_id:
+                tracker.set_tags(run_id, {f"pit.stage{index}.last_checkpoint": store.url(ckpt)})
+
+        checkpointer = Checkpointer(
+            store, prefix, cfg.checkpoint, accelerator=accelerator, model=model,
+            optimizer=optimizer, epoch_sizes=[len(e) for e in epochs], fingerprint=stage_hash,
+            history=history, tokenizer=tokenizer, on_saved=saved,
+        )
+        callbacks.append(checkpointer)
+    remaining = sum(len(e) for e in epochs) - state.position.step
+    with bar(remaining, f"{recipe.slug} stage {index + 1}") as advance:
         train_stage(model, epochs, tcfg, peak, tokenizer.pad_token_id, accelerator, optimizer,
-                    callbacks=[evaluation], progress=advance)
-    with store.staging(key, {"kind": "stage-model", "recipe": recipe.slug, "stage": index,
-                             "seed": seed, "metrics": evaluation.last}) as folder:
-        save_model(accelerator.unwrap_model(model), tokenizer, folder)
-    return key, evaluation.last
+                    state=state, callbacks=callbacks, progress=advance)
+    metrics = evaluation.last
+    if accelerator.is_main_process:
+        with store.staging(key, {"kind": "stage-model", "recipe": recipe.slug, "stage": index,
+                                 "seed": seed, "fingerprint": stage_hash,
+                                 "metrics": metrics}) as folder:
+            save_model(accelerator.unwrap_model(model), tokenizer, folder)
+        if tracker and run_id:
+            kept = checkpointer.kept() if checkpointer else []
+            tracker.set_tags(run_id, {f"pit.stage{index}.model": store.url(key),
+                                      f"pit.stage{index}.checkpoints": store.url(prefix)})
+            tracker.log_dict(run_id, {"stage": index, "model": store.url(key),
+                                      "checkpoints": kept, "fingerprint": stage_hash,
+                                      "checkpoint_seconds": checkpointer.seconds
+                                      if checkpointer else []},
+                             f"stages/stage-{index}.json")
+    accelerator.wait_for_everyone()
+    return key, metrics
+
+
+def _resume(cfg: PitConfig, store: Store, prefix: str, stage_hash: str, accelerator, model,
+            optimizer) -> tuple[StageState, dict[int, dict[str, float]]] | None:
+    """Restore the newest intact checkpoint in place; the main process picks and fetches it."""
+    cache = Path(cfg.workdir) / "cache" / "checkpoints"
+    folder: str | None = None
+    if accelerator.is_main_process:
+        found = fetch_latest(store, prefix, stage_hash, cache)
+        folder = None if found is None else str(found[1])
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [folder]
+        broadcast_object_list(box, from_process=0)
+        folder = box[0]
+    if folder is None:
+        return None
+    return read_checkpoint(Path(folder), model=accelerator.unwrap_model(model), optimizer=optimizer,
+                           rank=accelerator.process_index)
 
 
 # -- evaluation ------------------------------------------------------------------------------

@@ -7,16 +7,32 @@ arguments. The steps cache their outputs by content themselves.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pit import pipeline
 from pit.config import PitConfig
+from pit.errors import PitError
 from pit.recipe import Recipe
 
-_COMMON = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2}
+
+def _retry_unless_bad_input(task, task_run, state) -> bool:
+    """Retry crashes and outages, not bad input: a missing bucket stays missing."""
+    try:
+        state.result()
+    except PitError:
+        return False
+    except BaseException:
+        return True
+    return True
+
+
+_COMMON = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2,
+           "retry_condition_fn": _retry_unless_bad_input}
 
 
 @task(name="build-world", retries=2, tags=["data"], **_COMMON)
@@ -38,7 +54,18 @@ def base_retention(cfg: PitConfig, model_ref: str, data_key: str) -> float | Non
       tags=["train"], **_COMMON)
 def run_stage(cfg: PitConfig, recipe: Recipe, index: int, model_ref: str, data_key: str,
               run_id: str | None, seed: int = 0) -> tuple[str, dict[str, float]]:
-    return pipeline.run_stage(cfg, recipe, index, model_ref, data_key, run_id, seed)
+    """One stage in its own training process; a retry resumes from the newest checkpoint."""
+    key, metrics = pipeline.run_stage(cfg, recipe, index, model_ref, data_key, run_id, seed)
+    url = pipeline.store_for(cfg).url(key)
+    rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items()))
+    slug = re.sub(r"[^a-z0-9-]+", "-", recipe.slug.replace("+", "plus").lower())
+    create_markdown_artifact(
+        key=f"{slug}-stage-{index}-seed-{seed}",
+        markdown=f"**{recipe.slug}** stage {index} (seed {seed})\n\nmodel: `{url}`\n\n"
+        f"MLflow run: `{run_id}`\n\n| metric | value |\n|---|---|\n{rows}\n",
+        description=f"Model and last-epoch metrics of {recipe.slug} stage {index}",
+    )
+    return key, metrics
 
 
 @task(name="evaluate", task_run_name="evaluate-{recipe.slug}-seed-{seed}", retries=2,
