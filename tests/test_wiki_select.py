@@ -83,6 +83,15 @@ def test_film_date_template_adds_the_year_category():
     assert selector.matches(pages["Ra.One"].encode()) is None
 
 
+def test_category_names_are_normalised_like_mediawiki():
+    page = (
+        b"<page><title>X</title><ns>0</ns><id>1</id><revision><text>"
+        b"[[Category:Films_about_Crime &amp; punishment]] [[ category : 2001 films|X]]"
+        b"</text></revision></page>"
+    )
+    assert page_categories(page) == ["Films about Crime & punishment", "2001 films"]
+
+
 def test_parallel_streaming_and_single_worker_reads_agree(films_scan):
     sel = PageSelector(category=YEAR_FILMS)
     two = scan_dump(str(DUMP), str(INDEX), sel, workers=2, chunk_bytes=1)

@@ -18,6 +18,7 @@ Categories come from three places:
 from __future__ import annotations
 
 import gzip
+import html
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,8 +33,11 @@ _NS = re.compile(rb"<ns>(-?\d+)</ns>")
 
 
 def normalise_category(name: str) -> str:
-    """MediaWiki's spelling of a category: underscores as spaces, first letter upper."""
-    name = " ".join(name.replace("_", " ").split())
+    """MediaWiki's spelling of a category: underscores as spaces, first letter upper.
+
+    Names come from raw bytes, so the dump's XML escapes (`&amp;`) are decoded too.
+    """
+    name = " ".join(html.unescape(name).replace("_", " ").split())
     return name[:1].upper() + name[1:]
 
 
