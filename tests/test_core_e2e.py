@@ -6,10 +6,10 @@ import json
 
 import pytest
 from mlflow.tracking import MlflowClient
+from test_core_recipes import TABLE_SLUGS
 from typer.testing import CliRunner
 
 from pit.cli import app
-from test_core_recipes import TABLE_SLUGS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

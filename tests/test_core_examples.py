@@ -34,7 +34,8 @@ def test_qa_learns_only_the_answer_and_eos(builder):
     ex = builder.qa("Who directed The Glass Horizon?", "Sabun Nonhen")
     assert ex.kind == "qa"
     assert decoded(builder, ex, trained=True) == " Sabun Nonhen<eos>"
-    assert decoded(builder, ex, trained=False) == "<bos>Question: Who directed The Glass Horizon? Answer:"
+    prompt = "<bos>Question: Who directed The Glass Horizon? Answer:"
+    assert decoded(builder, ex, trained=False) == prompt
 
 
 def test_qa_truncated_before_its_answer_fails_loudly(builder):

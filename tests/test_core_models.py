@@ -1,4 +1,4 @@
-"""The real-model path: any folder, Hub id or GGUF file goes through the same code as the default."""
+"""The real-model path: a folder, Hub id or GGUF file takes the same code as the default."""
 
 from __future__ import annotations
 
