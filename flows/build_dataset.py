@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from pit.errors import ConfigError
 from pit.wiki import ScanResult, ScanStats, WikiBuildConfig
-from tasks.wiki import build_wiki, fetch_dump, plan_wiki_chunks, scan_wiki_chunk
+from tasks.wiki import build_wiki, fetch_dump, make_selector, plan_wiki_chunks, scan_wiki_chunk
 
 
 class BuildDatasetParams(BaseModel):
@@ -67,8 +67,11 @@ def _scan_on_dask(params: BuildDatasetParams, config: WikiBuildConfig) -> ScanRe
     @flow(name="scan-dump-on-dask", task_runner=DaskTaskRunner(**kwargs))
     def scan_on_dask() -> ScanResult:
         t0 = time.perf_counter()
-        chunks = plan_wiki_chunks(config.dump, config.index, config.chunk_mb)
-        futures = scan_wiki_chunk.map(chunks, config=unmapped(config))
+        selector = make_selector(config)
+        chunks = plan_wiki_chunks(config.dump, config.index, config.chunk_mb, selector)
+        futures = scan_wiki_chunk.map(
+            chunks, selector=unmapped(selector), on_error=unmapped(config.on_error)
+        )
         records, total = [], ScanStats()
         for fut in futures:
             recs, stats = fut.result()

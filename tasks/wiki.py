@@ -15,6 +15,7 @@ from prefect import task
 from pit.errors import DataError
 from pit.wiki import (
     Chunk,
+    PageSelector,
     ScanResult,
     ScanStats,
     WikiBuildConfig,
@@ -49,9 +50,17 @@ def fetch_dump(mirror: str, cache: str, wiki: str = "enwiki") -> dict[str, str]:
 
 
 @task(retries=1, retry_condition_fn=_retry_unless_bad_data, tags=["wiki"])
-def plan_wiki_chunks(dump: str, index: str | None, chunk_mb: float) -> list[Chunk]:
-    """Byte ranges of whole bz2 streams, one per scan task."""
-    return plan_chunks(dump, index, int(chunk_mb * (1 << 20)))
+def make_selector(config: WikiBuildConfig) -> PageSelector:
+    """The page selector, read once (with a categorylinks table this reads the whole table)."""
+    return config.selector()
+
+
+@task(retries=1, retry_condition_fn=_retry_unless_bad_data, tags=["wiki"])
+def plan_wiki_chunks(
+    dump: str, index: str | None, chunk_mb: float, selector: PageSelector
+) -> list[Chunk]:
+    """Byte ranges of whole bz2 streams, one list per scan task."""
+    return plan_chunks(dump, index, int(chunk_mb * (1 << 20)), selector.page_ids)
 
 
 @task(
@@ -61,10 +70,10 @@ def plan_wiki_chunks(dump: str, index: str | None, chunk_mb: float) -> list[Chun
     tags=["wiki", "scan"],
 )
 def scan_wiki_chunk(
-    chunk: Chunk, config: WikiBuildConfig
+    chunk: Chunk, selector: PageSelector, on_error: str = "raise"
 ) -> tuple[list[dict[str, Any]], ScanStats]:
     """Selected records of one chunk (runs wherever the task runner puts it, e.g. Dask)."""
-    return scan_chunk(chunk, config.selector(), config.on_error)
+    return scan_chunk(chunk, selector, on_error)
 
 
 @task(retries=1, retry_condition_fn=_retry_unless_bad_data, tags=["wiki"])

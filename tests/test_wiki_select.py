@@ -106,10 +106,13 @@ def test_chunks_are_whole_streams_from_the_index():
     offsets = read_index(str(INDEX))
     assert offsets == [379, 60349, 185857, 284505, 349695]
     one_each = plan_chunks(str(DUMP), str(INDEX), chunk_bytes=1)
-    assert [c.starts for c in one_each] == [(o,) for o in offsets]
-    assert one_each[-1].end == DUMP.stat().st_size
+    ends = [*offsets[1:], DUMP.stat().st_size]
+    assert [c.streams for c in one_each] == [((o, e),) for o, e in zip(offsets, ends, strict=True)]
     whole = plan_chunks(str(DUMP), str(INDEX), chunk_bytes=1 << 30)
-    assert len(whole) == 1 and whole[0].starts == tuple(offsets)
+    assert len(whole) == 1 and [s for s, _ in whole[0].streams] == offsets
+    # A page-id selection keeps only the streams holding those pages (Taxi Driver, Cars 2).
+    only = plan_chunks(str(DUMP), str(INDEX), 1 << 30, page_ids=frozenset({30000, 16839388}))
+    assert [c.streams for c in only] == [((60349, 185857), (284505, 349695))]
 
 
 def test_domains_and_years(films_scan):
@@ -143,6 +146,7 @@ def test_categorylinks_table_is_the_authority(tmp_path):
         str(DUMP), str(INDEX), PageSelector(category=YEAR_FILMS, page_ids=ids), workers=1
     )
     assert {r["title"] for r in scan.records} == {"Anarchism", "Taxi Driver"}
+    assert scan.stats.streams == 2  # the other three streams are never decompressed
 
 
 def test_bad_regex_and_bad_index_are_reported(tmp_path):

@@ -92,4 +92,3 @@ def wiki(
         raise typer.Exit(2) from e
     summary = {k: manifest[k] for k in ("counts", "timings", "fingerprint", "delta")}
     typer.echo(json.dumps({"out": out, **summary}, indent=2))
-

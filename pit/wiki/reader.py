@@ -54,18 +54,19 @@ _FIX = (
 
 @dataclass(frozen=True)
 class Chunk:
-    """Whole bz2 streams `[starts[0], end)` of one file: one worker's unit of work.
+    """Whole bz2 streams of one file, as `(start, end)` byte ranges: one worker's task.
 
-    `end = -1` means "to the end of the file, streaming" (a dump without index).
+    Consecutive streams usually, but not always: with a page-id selection (the
+    categorylinks table) only the streams holding a selected page are listed.
+    No streams means "the whole file, streaming" (a dump without index).
     """
 
     path: str
-    starts: tuple[int, ...]
-    end: int
+    streams: tuple[tuple[int, int], ...]
 
     @property
     def nbytes(self) -> int:
-        return self.end - self.starts[0] if self.end >= 0 else 0
+        return sum(e - s for s, e in self.streams)
 
 
 @dataclass
@@ -104,11 +105,12 @@ class _PageError(Exception):
     """A page that cannot be read; turned into DataError with the stream offset."""
 
 
-def read_index(index: str) -> list[int]:
+def read_index(index: str, page_ids: frozenset[int] | None = None) -> list[int]:
     """Sorted distinct stream offsets of a `multistream-index.txt(.bz2)` file.
 
     Each line is `offset:page_id:title`; titles may hold colons, offsets repeat
-    for the pages of one stream.
+    for the pages of one stream. With `page_ids`, only the offsets of streams
+    holding one of those pages.
     """
     offsets: set[int] = set()
     compression = "bz2" if str(index).endswith(".bz2") else None
@@ -117,25 +119,36 @@ def read_index(index: str) -> list[int]:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                head = line.split(":", 1)[0]
-                if not head.isdigit():
+                parts = line.split(":", 2)
+                if len(parts) < 3 or not parts[0].isdigit() or not parts[1].isdigit():
                     raise DataError(
                         f"{index}: line {n} is not `offset:page_id:title` ({line[:80]!r}); "
                         "pass the `-multistream-index.txt.bz2` file that belongs to the dump"
                     )
-                offsets.add(int(head))
+                if page_ids is None or int(parts[1]) in page_ids:
+                    offsets.add(int(parts[0]))
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise DataError(f"cannot read dump index {index}: {e}; download it again") from e
     return sorted(offsets)
 
 
-def plan_chunks(dump: str, index: str | None, chunk_bytes: int = 8 << 20) -> list[Chunk]:
-    """Cut the dump into chunks of whole streams of about `chunk_bytes` each."""
+def plan_chunks(
+    dump: str,
+    index: str | None,
+    chunk_bytes: int = 8 << 20,
+    page_ids: frozenset[int] | None = None,
+) -> list[Chunk]:
+    """Cut the dump into chunks of whole streams of about `chunk_bytes` each.
+
+    With `page_ids` (from the categorylinks table) streams holding none of those
+    pages are left out, so they are never read or decompressed: for one year of
+    films that is most of the dump.
+    """
     if index is None:
-        return [Chunk(str(dump), (0,), -1)]
+        return [Chunk(str(dump), ())]
     offsets = read_index(index)
     with fsspec.open(dump, "rb") as f:
-        size = f.size if hasattr(f, "size") and f.size is not None else f.seek(0, 2)
+        size = f.size if getattr(f, "size", None) is not None else f.seek(0, 2)
     if not offsets:
         raise DataError(f"{index} lists no streams; pass the index of {dump}")
     if offsets[-1] >= size:
@@ -144,16 +157,46 @@ def plan_chunks(dump: str, index: str | None, chunk_bytes: int = 8 << 20) -> lis
             "the dump is truncated or the index belongs to another dump"
         )
     bounds = offsets + [size]
+    streams = list(zip(bounds[:-1], bounds[1:], strict=True))
+    if page_ids is not None:
+        wanted = set(read_index(index, page_ids))
+        streams = [st for st in streams if st[0] in wanted]
     chunks: list[Chunk] = []
-    group: list[int] = []
-    for start, nxt in zip(bounds[:-1], bounds[1:], strict=True):
-        group.append(start)
-        if nxt - group[0] >= chunk_bytes:
-            chunks.append(Chunk(str(dump), tuple(group), nxt))
+    group: list[tuple[int, int]] = []
+    for st in streams:
+        group.append(st)
+        if sum(e - s for s, e in group) >= chunk_bytes:
+            chunks.append(Chunk(str(dump), tuple(group)))
             group = []
     if group:
-        chunks.append(Chunk(str(dump), tuple(group), size))
+        chunks.append(Chunk(str(dump), tuple(group)))
     return chunks
+
+
+def _read_runs(chunk: Chunk) -> Iterator[tuple[int, int, bytes]]:
+    """(start, end, bytes) of each stream, reading each contiguous run of streams at once."""
+    runs: list[list[tuple[int, int]]] = []
+    for st in chunk.streams:
+        if runs and runs[-1][-1][1] == st[0]:
+            runs[-1].append(st)
+        else:
+            runs.append([st])
+    try:
+        with fsspec.open(chunk.path, "rb") as f:
+            for run in runs:
+                first, last = run[0][0], run[-1][1]
+                f.seek(first)
+                raw = f.read(last - first)
+                if len(raw) < last - first:
+                    raise DataError(
+                        f"{chunk.path}: expected bytes up to offset {last} but the file ends at "
+                        f"{first + len(raw)}: it is truncated or the index belongs to another "
+                        f"dump. {_FIX}"
+                    )
+                for s, e in run:
+                    yield s, e, raw[s - first : e - first]
+    except OSError as e:
+        raise DataError(f"cannot read {chunk.path}: {e}") from e
 
 
 def _decompress_stream(raw: bytes, where: str) -> bytes:
@@ -262,30 +305,16 @@ def scan_chunk(
     chunk: Chunk, selector: PageSelector, on_error: OnError = "raise"
 ) -> tuple[list[dict[str, Any]], ScanStats]:
     """Decompress one chunk, select pages, and build their records (runs in a worker)."""
-    if chunk.end < 0:
+    if not chunk.streams:
         return _scan_streaming(chunk.path, selector, on_error)
     stats = ScanStats()
     records: list[dict[str, Any]] = []
-    try:
-        with fsspec.open(chunk.path, "rb") as f:
-            f.seek(chunk.starts[0])
-            raw = f.read(chunk.end - chunk.starts[0])
-    except OSError as e:
-        raise DataError(f"cannot read {chunk.path} at byte {chunk.starts[0]}: {e}") from e
-    if len(raw) < chunk.end - chunk.starts[0]:
-        raise DataError(
-            f"{chunk.path}: expected bytes up to offset {chunk.end} but the file ends at "
-            f"{chunk.starts[0] + len(raw)}: it is truncated or the index belongs to another dump. "
-            + _FIX
-        )
-    bounds = list(chunk.starts) + [chunk.end]
-    base = chunk.starts[0]
-    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+    for s, e, raw in _read_runs(chunk):
         where = f"{chunk.path}: bz2 stream at byte offset {s}"
         stats.streams += 1
         stats.compressed_bytes += e - s
         try:
-            data = _decompress_stream(raw[s - base : e - base], where)
+            data = _decompress_stream(raw, where)
             _scan_data(data, where, selector, on_error, stats, records)
         except _PageError as err:
             if on_error == "raise":
@@ -371,7 +400,9 @@ def scan_dump(
     t0 = time.perf_counter()
     if index is None:
         workers = 1
-    chunks = plan_chunks(str(dump), None if index is None else str(index), chunk_bytes)
+    chunks = plan_chunks(
+        str(dump), None if index is None else str(index), chunk_bytes, selector.page_ids
+    )
     total = ScanStats()
     records: list[dict[str, Any]] = []
 
