@@ -14,6 +14,9 @@ are found with `bytes.find`, selected with `PageSelector.matches` on raw bytes,
 and only selected pages (about 0.1% of an English dump for one year of films)
 are decoded, XML-parsed and given to mwparserfromhell.
 
+With a page-id selection (the categorylinks table) the index also says which
+streams hold a selected page, and only those are read at all.
+
 A plain single-stream `.xml.bz2` (or a multistream file without its index) is
 read by one worker, streaming, with the same page loop.
 

@@ -12,7 +12,8 @@ Categories come from three places:
   puts a film in `1997 films` (TEMPLATE_CATEGORIES holds these rules);
 - the dump's `categorylinks` table, when given: the authority, since it is what
   MediaWiki computed after expanding every template. With it, the selection is a
-  set of page ids and the byte scan only has to find each page's id.
+  set of page ids, the index says which streams hold them (the reader skips the
+  rest without decompressing them), and the byte scan only checks each page's id.
 """
 
 from __future__ import annotations
