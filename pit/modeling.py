@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from pit.config import ModelConfig
-from pit.errors import ModelNotFoundError
+from pit.errors import ConfigError, ModelNotFoundError
 
 transformers.utils.logging.disable_progress_bar()
 
@@ -116,6 +116,14 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **kwargs)
+    except ValueError as e:
+        if "trust_remote_code" not in str(e) or cfg.trust_remote_code:
+            raise
+        raise ConfigError(
+            [f"model.name_or_path: {str(path)!r} ships its own Python code, which pit does not "
+             "run unless you set model.trust_remote_code=true (read that code first)"],
+            source="model config",
+        ) from None
     except OSError as e:
         hint = " (HF_HUB_OFFLINE=1 is set: only the local cache is searched)" if offline else ""
         raise ModelNotFoundError(

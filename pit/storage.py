@@ -777,6 +777,57 @@ class Store:
         return self._call("read", url, digest)
 
 
+def fetch_model(url: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Download a model folder from an `s3://` (or other fsspec) URL once; return the local copy.
+
+    A folder published by pit (with a manifest) is checked file by file
+    against it; a folder uploaded by hand (a `config.json`, no manifest) is
+    taken with a warning, since nothing can vouch that it is complete. The
+    copy is cached under `cache_dir` (default `~/.cache/pit/models`) by a hash
+    of the URL and the manifest's publication time, so a republished model is
+    fetched again.
+    """
+    from pit.errors import ModelNotFoundError
+
+    store = Store(url)
+    manifest = store.read_manifest("")
+    if manifest is None:
+        if not store.exists("config.json"):
+            raise ModelNotFoundError(
+                f"model {url} not found: there is no {MANIFEST} or config.json under it. "
+                "Check the URI (a folder holding config.json and model.safetensors), "
+                "or use a local folder or a Hugging Face id."
+            )
+        log.warning("model %s has no %s; downloading it unverified", url, MANIFEST)
+    elif not store.verify(""):
+        raise ModelNotFoundError(
+            f"model {url} is incomplete or corrupt (its files do not match its {MANIFEST}); "
+            "publish it again"
+        )
+    stamp = (manifest or {}).get("published_at", "")
+    root = Path(cache_dir) if cache_dir else Path("~/.cache/pit/models").expanduser()
+    dest = root / hashlib.sha256(f"{store.root}|{stamp}".encode()).hexdigest()[:16]
+    if (dest / ".complete").exists():
+        return dest
+    partial = dest.with_name(dest.name + f".partial-{uuid.uuid4().hex[:8]}")
+    try:
+        store.get_dir("", partial)
+        if manifest is not None:
+            bad = [rel for rel, e in manifest["files"].items()
+                   if file_sha256(partial / rel) != e["sha256"]]
+            if bad:
+                raise ModelNotFoundError(
+                    f"model {url}: {', '.join(sorted(bad))} did not match the sha256 in its "
+                    f"{MANIFEST} after download; publish it again"
+                )
+        (partial / ".complete").touch()
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(partial, dest)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return dest
+
+
 # ---------------------------------------------------------------------------------------------
 # Local helpers
 
