@@ -328,6 +328,11 @@ def train_stage_job(
         )
         callbacks.append(checkpointer)
     remaining = sum(len(e) for e in epochs) - state.position.step
+    if accelerator.is_main_process:
+        log.info("%s stage %d (seed %d): %d of %d steps to train on %d process(es); "
+                 "checkpoints under %s", recipe.slug, index, seed, remaining,
+                 remaining + state.position.step, accelerator.num_processes,
+                 store.url(prefix) if cfg.checkpoint.enabled else "(off)")
     with bar(remaining, f"{recipe.slug} stage {index + 1}") as advance:
         train_stage(model, epochs, tcfg, peak, tokenizer.pad_token_id, accelerator, optimizer,
                     state=state, callbacks=callbacks, progress=advance)
