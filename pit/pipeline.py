@@ -27,7 +27,7 @@ from pit.recipe import Recipe, Source, Stage
 from pit.storage import StorageConfig, Store, fingerprint
 from pit.tracking import Tracker, tracking_uri
 from pit.train.batches import epoch_batches, stage_examples
-from pit.train.checkpoint import Checkpointer, fetch_latest, read_checkpoint
+from pit.train.checkpoint import Checkpointer, fetch_latest, read_checkpoint, step_of
 from pit.train.examples import Example, ExampleBuilder
 from pit.train.loop import Callback, StageState, train_stage
 
@@ -338,9 +338,11 @@ def train_stage_job(
                     state=state, callbacks=callbacks, progress=advance)
     metrics = evaluation.last
     if accelerator.is_main_process:
+        saves = {"steps": [step_of(k) for k in checkpointer.saved],
+                 "seconds": checkpointer.seconds} if checkpointer else {}
         with store.staging(key, {"kind": "stage-model", "recipe": recipe.slug, "stage": index,
-                                 "seed": seed, "fingerprint": stage_hash,
-                                 "metrics": metrics}) as folder:
+                                 "seed": seed, "fingerprint": stage_hash, "metrics": metrics,
+                                 "checkpoints_this_attempt": saves}) as folder:
             save_model(accelerator.unwrap_model(model), tokenizer, folder)
         if tracker and run_id:
             kept = checkpointer.kept() if checkpointer else []
@@ -348,8 +350,7 @@ def train_stage_job(
                                       f"pit.stage{index}.checkpoints": store.url(prefix)})
             tracker.log_dict(run_id, {"stage": index, "model": store.url(key),
                                       "checkpoints": kept, "fingerprint": stage_hash,
-                                      "checkpoint_seconds": checkpointer.seconds
-                                      if checkpointer else []},
+                                      "saved_this_attempt": saves},
                              f"stages/stage-{index}.json")
     accelerator.wait_for_everyone()
     return key, metrics

@@ -8,7 +8,7 @@ arguments. The steps cache their outputs by content themselves.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -19,8 +19,13 @@ from pit.config import PitConfig
 from pit.errors import PitError
 from pit.recipe import Recipe
 
+if TYPE_CHECKING:
+    from prefect import Task
+    from prefect.client.schemas.objects import TaskRun
+    from prefect.states import State
 
-def _retry_unless_bad_input(task, task_run, state) -> bool:
+
+def _retry_unless_bad_input(task: Task, task_run: TaskRun, state: State) -> bool:
     """Retry crashes and outages, not bad input: a missing bucket stays missing."""
     try:
         state.result()

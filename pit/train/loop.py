@@ -81,11 +81,19 @@ class Position:
 
 @dataclass
 class StageState:
+    """What the loop carries between steps; with the weights and optimiser, all a resume needs.
+
+    `epoch_losses` holds the current epoch's losses so far, so an epoch
+    resumed mid-way reports the same mean loss as one that ran through.
+    """
+
     position: Position = field(default_factory=Position)
     epoch_losses: dict[str, list[float]] = field(default_factory=dict)
 
 
 class Callback:
+    """Hooks after each optimiser step and each epoch; callbacks run in the order given."""
+
     def on_step_end(self, state: StageState, loss: float, kind: str, lr: float) -> None: ...
 
     def on_epoch_end(self, state: StageState, metrics: dict[str, float]) -> None: ...
