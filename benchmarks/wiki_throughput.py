@@ -246,6 +246,12 @@ def main() -> None:
     )
     ap.add_argument("--workers", type=int, default=2, help="processes for the parallel rows")
     ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each floor/pit pair; each row keeps its fastest (noisy machines)",
+    )
+    ap.add_argument(
         "--keep",
         type=Path,
         default=None,
@@ -274,19 +280,19 @@ def main() -> None:
         rows: list[tuple[str, float | None, float, float, str]] = []  # name, secs, bytes, pages
 
         w = args.workers
-        # Each pit row right after its floor, so both see the same machine load.
+        # Each pit row right after its floor, so both see the same machine load; with
+        # --repeat the pair is run again and each row keeps its fastest time.
         for k in (1, w):
             procs = f"{k} proc{'s' if k > 1 else ''}"
-            rows.append((f"bare bz2, {procs}", bare_bz2(dump, all_ranges, k), size, npages, ""))
-            r = pit_scan(dump, index, k)
+            floor, best, stats = float("inf"), float("inf"), None
+            for _ in range(args.repeat):
+                floor = min(floor, bare_bz2(dump, all_ranges, k))
+                r = pit_scan(dump, index, k)
+                if r.seconds < best:
+                    best, stats = r.seconds, r.stats
+            rows.append((f"bare bz2, {procs}", floor, size, npages, ""))
             rows.append(
-                (
-                    f"pit scan_dump, {procs}",
-                    r.seconds,
-                    size,
-                    r.stats.pages,
-                    f"{r.stats.selected} selected",
-                )
+                (f"pit scan_dump, {procs}", best, size, stats.pages, f"{stats.selected} selected")
             )
         secs, note = wikiextractor(dump, sub, w, tmp)
         rows.append((f"wikiextractor, {w} procs", secs, sub_bytes, sub_pages, note))
