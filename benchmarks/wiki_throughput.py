@@ -338,8 +338,7 @@ def main() -> None:
                 f"compressed bytes, {by_xml:.0f} min by XML bytes (this file: {ratio:.1f}x)"
             )
     finally:
-        if args.keep is None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
