@@ -65,15 +65,18 @@ def main() -> None:
     data = pipeline.build_dataset(cfg)
     base = pipeline.build_base(cfg, data)
     ref = base
+    inputs_run = pipeline._tracker(cfg).start_run("bench-inputs")
     for i in range(args.stage):  # the stage's input model: the earlier stages, trained once
-        ref, _ = pipeline.run_stage(cfg, recipe, i, ref, data, "bench-inputs")
+        ref, _ = pipeline.run_stage(cfg, recipe, i, ref, data, inputs_run)
     store = pipeline.store_for(cfg)
     off = cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(
         update={"enabled": False})})
     proc = cfg.model_copy(update={"train": cfg.train.model_copy(update={"launcher": "process"})})
 
+    tracker = pipeline._tracker(cfg)
+
     def timed(c) -> tuple[float, dict]:
-        run_id = f"bench-{uuid.uuid4().hex[:8]}"  # a fresh key: nothing to reuse or resume
+        run_id = tracker.start_run(f"bench-{uuid.uuid4().hex[:8]}")  # nothing to reuse or resume
         started = time.perf_counter()
         key, _ = pipeline.run_stage(c, recipe, args.stage, ref, data, run_id)
         seconds = time.perf_counter() - started
