@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 STAGE = [
     "train.test_doc_epochs=3", "train.doc_batch_size=1", "train.qa_batch_size=2",
-    "checkpoint.every_steps=3", "checkpoint.keep_last=2",
+    "checkpoint.every_steps=3", "checkpoint.keep_last=2", "train.launcher=process",
 ]
 
 

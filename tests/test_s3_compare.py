@@ -53,7 +53,8 @@ def s3_run(tmp_path_factory, s3_server, prefect_harness, tiny_overrides):
     try:
         args = ["compare", "--preset", "smoke", "--methods", "closed-book,cpt",
                 "--artifact-root", f"s3://{bucket}/pit", "--results", str(results),
-                "--set", f"workdir={work}", "--set", "tracking.experiment=s3-compare"]
+                "--set", f"workdir={work}", "--set", "tracking.experiment=s3-compare",
+                "--set", "train.launcher=process"]
         for o in tiny_overrides:
             args += ["--set", o]
         out = CliRunner().invoke(app, args)

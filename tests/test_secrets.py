@@ -68,7 +68,8 @@ def test_the_secret_key_appears_in_no_log_mlflow_record_prefect_artifact_or_file
     work = tmp_path / "work"
     args = ["compare", "--preset", "smoke", "--methods", "cpt", "--artifact-root",
             f"{s3_bucket}/pit", "--set", f"workdir={work}", "--set",
-            "tracking.experiment=secrets", "--results", str(work / "r.json")]
+            "tracking.experiment=secrets", "--results", str(work / "r.json"),
+            "--set", "train.launcher=process"]
     for o in tiny_overrides:
         args += ["--set", o]
     ok = CliRunner().invoke(app, args)
