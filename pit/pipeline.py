@@ -297,9 +297,7 @@ def train_stage_job(
 
     def log_epoch(step: int, metrics: dict[str, float]) -> None:
         assert tracker is not None and run_id is not None
-        new = {k: v for k, v in metrics.items() if step not in tracker.logged_steps(run_id, k)}
-        if new:
-            tracker.log_metrics(run_id, new, step=step)
+        tracker.log_metrics(run_id, metrics, step=step, once=True)
 
     def on_epoch(step: int, losses: dict[str, float]) -> dict[str, float]:
         metrics = {f"loss_{k[5:]}" if k.startswith("loss_") else k: v for k, v in losses.items()}
