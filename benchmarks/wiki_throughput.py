@@ -34,8 +34,9 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-FIXTURE = Path(
-    "/work/shared/fixtures/enwiki-films/enwikifilms-20220801-pages-articles-multistream.xml.bz2"
+FIXTURE = (
+    Path(os.environ.get("PIT_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+    / "fixtures/enwiki-films/enwikifilms-20220801-pages-articles-multistream.xml.bz2"
 )
 PAGES_PER_STREAM = 100
 

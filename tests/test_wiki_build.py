@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from shared_fixtures import ENWIKI_FILMS
 from typer.testing import CliRunner
 
 from pit.data.dataset import DOC_COLUMNS, QA_COLUMNS, KnowledgeDataset
@@ -17,7 +18,7 @@ from pit.storage import Store
 from pit.wiki.build import WikiBuildConfig, build_wiki_dataset, split_of
 from pit.wiki.cli import wiki
 
-FIXTURE = Path("/work/shared/fixtures/enwiki-films")
+FIXTURE = ENWIKI_FILMS
 DUMP = FIXTURE / "enwikifilms-20220801-pages-articles-multistream.xml.bz2"
 INDEX = FIXTURE / "enwikifilms-20220801-pages-articles-multistream-index.txt.bz2"
 

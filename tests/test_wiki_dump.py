@@ -14,13 +14,14 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from shared_fixtures import ENWIKI_FILMS
 
 from pit.errors import DataError
 from pit.wiki.dump import DumpFile, download, fetch_latest, find_latest
 from pit.wiki.reader import scan_dump
 from pit.wiki.select import PageSelector
 
-FIXTURE = Path("/work/shared/fixtures/enwiki-films")
+FIXTURE = ENWIKI_FILMS
 DUMP = FIXTURE / "enwikifilms-20220801-pages-articles-multistream.xml.bz2"
 INDEX = FIXTURE / "enwikifilms-20220801-pages-articles-multistream-index.txt.bz2"
 

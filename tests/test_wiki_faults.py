@@ -12,13 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from shared_fixtures import ENWIKI_FILMS
 
 from pit.errors import DataError
 from pit.wiki.build import WikiBuildConfig, build_wiki_dataset, load_manifest
 from pit.wiki.reader import read_index, scan_dump
 from pit.wiki.select import PageSelector
 
-FIXTURE = Path("/work/shared/fixtures/enwiki-films")
+FIXTURE = ENWIKI_FILMS
 DUMP = FIXTURE / "enwikifilms-20220801-pages-articles-multistream.xml.bz2"
 INDEX = FIXTURE / "enwikifilms-20220801-pages-articles-multistream-index.txt.bz2"
 SELECT = PageSelector(category=r"^\d{4} films$")

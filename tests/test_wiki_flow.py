@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from shared_fixtures import ENWIKI_FILMS
 
 from flows.build_dataset import BuildDatasetParams, build_dataset
 from pit.errors import ConfigError
 
-FIXTURE = Path("/work/shared/fixtures/enwiki-films")
+FIXTURE = ENWIKI_FILMS
 DUMP = FIXTURE / "enwikifilms-20220801-pages-articles-multistream.xml.bz2"
 INDEX = FIXTURE / "enwikifilms-20220801-pages-articles-multistream-index.txt.bz2"
 

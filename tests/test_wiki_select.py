@@ -5,9 +5,9 @@ from __future__ import annotations
 import bz2
 import html
 import re
-from pathlib import Path
 
 import pytest
+from shared_fixtures import ENWIKI_FILMS
 
 from pit.errors import DataError
 from pit.wiki.reader import plan_chunks, read_index, scan_dump
@@ -18,7 +18,7 @@ from pit.wiki.select import (
     page_ids_from_categorylinks,
 )
 
-FIXTURE = Path("/work/shared/fixtures/enwiki-films")
+FIXTURE = ENWIKI_FILMS
 DUMP = FIXTURE / "enwikifilms-20220801-pages-articles-multistream.xml.bz2"
 INDEX = FIXTURE / "enwikifilms-20220801-pages-articles-multistream-index.txt.bz2"
 YEAR_FILMS = r"^\d{4} films$"

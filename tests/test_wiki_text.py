@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
 
 import mwparserfromhell
 import pytest
+from shared_fixtures import ENWIKI_FILMS
 
 from pit.wiki.infobox import parse_infobox, release_year
 from pit.wiki.qa_infobox import base_title, infobox_qa, subject
@@ -15,7 +15,7 @@ from pit.wiki.reader import scan_dump
 from pit.wiki.select import PageSelector
 from pit.wiki.wikitext import lead_section, lead_text
 
-FIXTURE = Path("/work/shared/fixtures/enwiki-films")
+FIXTURE = ENWIKI_FILMS
 DUMP = FIXTURE / "enwikifilms-20220801-pages-articles-multistream.xml.bz2"
 INDEX = FIXTURE / "enwikifilms-20220801-pages-articles-multistream-index.txt.bz2"
 

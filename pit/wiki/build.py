@@ -139,12 +139,31 @@ def delta(records: list[dict[str, Any]], previous: str | Path) -> dict[str, list
     }
 
 
+def _generate_all(
+    records: list[dict[str, Any]], qa_generator: QAGenerator | None
+) -> dict[Any, list[dict[str, Any]]] | None:
+    """All documents' generated QA at once, for generators that batch (`generate(docs)`).
+
+    An LLM generator sends its requests concurrently only when it sees every
+    document together; a plain callable is asked one document at a time.
+    """
+    batch = getattr(qa_generator, "generate", None)
+    if not callable(batch):
+        return None
+    pairs, _ = batch(records)
+    by_page: dict[Any, list[dict[str, Any]]] = {}
+    for p in pairs:
+        by_page.setdefault(p["page_id"], []).append(p)
+    return by_page
+
+
 def assemble(
     records: list[dict[str, Any]], config: WikiBuildConfig, qa_generator: QAGenerator | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], KnowledgeDataset]:
     """docs.jsonl rows, qa.jsonl rows and the KnowledgeDataset of the selected records."""
     date = config.date()
     docs, qa, kd_docs, kd_qa = [], [], [], []
+    generated = _generate_all(records, qa_generator)
     for rec in records:
         split = split_of(rec["page_id"], rec["domain"], config.test_domain, config.test_fraction)
         row = {**rec, "split": split}
@@ -169,7 +188,9 @@ def assemble(
         pairs: list[dict[str, Any]] = []
         if config.infobox_qa:
             pairs.extend(infobox_qa(rec, config.max_qa_per_doc))
-        if qa_generator is not None:
+        if generated is not None:
+            pairs.extend(generated.get(rec["page_id"], []))
+        elif qa_generator is not None:
             pairs.extend(qa_generator(rec))
         seen: set[str] = set()
         for p in pairs:

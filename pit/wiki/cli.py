@@ -37,6 +37,21 @@ def _resolve(dump: str, index: str | None, cache: Path, wiki: str) -> tuple[str,
     return dump, index
 
 
+def _llm_generator(base_url: str | None, model: str | None, local: str | None, cache: Path):
+    """The LLM QA generator the options ask for, or None for infobox QA alone."""
+    if not (base_url or local):
+        return None
+    from pit.wiki.qa_llm import LLMQAConfig, LLMQAGenerator
+
+    if local:
+        cfg = LLMQAConfig(backend="transformers", model_name_or_path=local, cache_dir=cache)
+    else:
+        if not model:
+            raise typer.BadParameter("--llm-base-url needs --llm-model (the served model name)")
+        cfg = LLMQAConfig(backend="openai", base_url=base_url, model=model, cache_dir=cache)
+    return LLMQAGenerator(cfg)
+
+
 def wiki(
     dump: Annotated[str, typer.Option(help="dump file, its URL, or a mirror base URL/folder")],
     category: Annotated[str, typer.Option(help=r"category regex, e.g. '^2023 films$'")],
@@ -63,6 +78,15 @@ def wiki(
         "~/.cache/pit/dumps"
     ).expanduser(),
     wiki_name: Annotated[str, typer.Option("--wiki", help="wiki on the mirror")] = "enwiki",
+    llm_base_url: Annotated[str | None, typer.Option(
+        help="OpenAI-compatible endpoint (vLLM, TGI, OpenAI) that writes ~5 QA pairs per "
+        "document, the paper's way; the key comes from OPENAI_API_KEY")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="model name at --llm-base-url")] = None,
+    llm_local_model: Annotated[str | None, typer.Option(
+        help="a local transformers model (folder or Hub id) that writes the QA instead")] = None,
+    llm_cache: Annotated[Path, typer.Option(help="cache of LLM replies by document hash")] = Path(
+        "~/.cache/pit/qa-llm"
+    ).expanduser(),
 ) -> None:
     """Build docs.jsonl, qa.jsonl and manifest.json from a Wikipedia dump."""
     try:
@@ -86,7 +110,12 @@ def wiki(
             previous=previous,
             **({"domains": domains} if domains else {}),
         )
-        manifest = build_wiki_dataset(cfg)
+        generator = _llm_generator(llm_base_url, llm_model, llm_local_model, llm_cache)
+        try:
+            manifest = build_wiki_dataset(cfg, qa_generator=generator)
+        finally:
+            if generator is not None:
+                generator.close()
     except (PitError, ValidationError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
