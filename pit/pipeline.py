@@ -10,7 +10,6 @@ in `tasks/` wrap these functions one to one and add retries, nothing else.
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 from pathlib import Path
 from typing import Any
@@ -425,6 +424,3 @@ def base_retention(cfg: PitConfig, model_ref: str, data_key: str) -> float | Non
 def _tracker(cfg: PitConfig) -> Tracker:
     return Tracker(tracking_uri(cfg.tracking.tracking_uri, cfg.workdir), cfg.tracking.experiment)
 
-
-def seeded(seed: int) -> random.Random:
-    return random.Random(seed)

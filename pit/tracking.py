@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +88,6 @@ class Tracker:
     def log_dict(self, run_id: str, obj: Any, name: str) -> None:
         self.client.log_dict(run_id, obj, name)
 
-    def log_file(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
-
     def log_figure(self, run_id: str, fig, name: str) -> None:
         self.client.log_figure(run_id, fig, name)
 
@@ -101,14 +97,6 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
-
-    def children(self, parent_id: str) -> list:
-        return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_id}'"
-        )
-
-    def run_uri_for_artifacts(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.artifact_uri
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -120,10 +108,3 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def write_temp_json(obj: Any) -> Path:
-    fd, name = tempfile.mkstemp(suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-    return Path(name)

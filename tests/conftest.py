@@ -6,6 +6,10 @@ import os
 
 import pytest
 
+# Prefect sets up its log handlers on the streams of the moment it first loads. Loading it
+# here binds them to the real streams, not to those of a CliRunner, which closes them on return.
+from prefect import flow  # noqa: F401
+
 pytest_plugins = ["s3server", "services"]
 
 os.environ.setdefault("PIT_PROGRESS", "0")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,12 +18,6 @@ import torch
 from pit.config import EvalConfig
 from pit.eval.metrics import answer_recall, exact_match, f1, rouge_l, score
 from pit.train.examples import qa_prompt
-
-
-@dataclass
-class Prompted:
-    qa: dict[str, Any]
-    ids: list[int]
 
 
 class Evaluator:
