@@ -17,7 +17,7 @@ from pit.config import PitConfig, load_config
 from pit.modeling import resolve_model_path
 from pit.recipe import Recipe, all_recipes, select_recipes
 from pit.report import aggregate, comparison_figure, comparison_rows, results_document
-from pit.tracking import Tracker, tracking_uri
+from pit.tracking import tracker_for
 from tasks import training as t
 
 
@@ -54,9 +54,6 @@ def metric_name(slug: str) -> str:
     return slug.replace("+", "_plus")
 
 
-def _tracker(cfg: PitConfig) -> Tracker:
-    return Tracker(tracking_uri(cfg.tracking.tracking_uri, cfg.workdir), cfg.tracking.experiment)
-
 
 def _recipe_params(recipe: Recipe, cfg: PitConfig, seed: int) -> dict[str, Any]:
     return {
@@ -75,7 +72,7 @@ def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_key: str, 
                       retention_before: float | None, parent_run_id: str | None,
                       dataset_fingerprint: str = "") -> dict[str, Any]:
     """One recipe and seed: a nested MLflow run, its stages, then the final evaluation."""
-    tracker = _tracker(cfg)
+    tracker = tracker_for(cfg)
     run_id = tracker.start_run(f"{recipe.slug}-seed{seed}", parent_run_id,
                                tags={"recipe": recipe.slug, "seed": str(seed)})
     tracker.log_params(run_id, {**_recipe_params(recipe, cfg, seed), "base_model": base_ref,
@@ -86,8 +83,7 @@ def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_key: str, 
             ref, _ = t.run_stage(cfg, recipe, i, ref, data_key, run_id, seed)
         total = pipeline.stage_offset(recipe, len(recipe.stages), cfg.train)
         metrics = t.evaluate(cfg, recipe, ref, data_key, run_id, retention_before, total, seed)
-        tracker.set_tags(run_id, {"final_model": pipeline.store_for(cfg).url(ref)
-                                  if ref.startswith("runs/") else ref})
+        tracker.set_tags(run_id, {"final_model": pipeline.model_url(cfg, ref)})
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise
@@ -107,7 +103,7 @@ def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, 
     recipes = select_recipes(cfg.methods, recipes_dirs)
     if cfg.model.name_or_path != "embedded":
         resolve_model_path(cfg.model.name_or_path)
-    tracker = _tracker(cfg)
+    tracker = tracker_for(cfg)
     parent = tracker.start_run(f"compare-{cfg.preset}", tags={"preset": cfg.preset})
     tracker.log_params(parent, {"preset": cfg.preset, "methods": [r.slug for r in recipes],
                                 "seeds": cfg.seeds, "model": cfg.model.name_or_path})

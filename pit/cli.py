@@ -165,14 +165,13 @@ def data_synth(
         cfg = load_config(preset, None, set_ or [])
     except PitError as e:
         _fail(e)
-    ds = build_world(cfg.world)
-    tmp = out.with_name(out.name + ".partial")
-    ds.save(tmp)
-    if out.exists():
-        import shutil
+    from pit.storage import Store
 
-        shutil.rmtree(out)
-    tmp.rename(out)
+    ds = build_world(cfg.world)
+    out = out.resolve()
+    with Store(out.parent).staging(out.name, {"kind": "dataset",
+                                              "fingerprint": ds.fingerprint}) as folder:
+        ds.save(folder)
     console.print(json.dumps(ds.stats(), indent=2))
 
 

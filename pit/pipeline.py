@@ -24,7 +24,7 @@ from pit.modeling import build_embedded_model, load_model, save_model, train_tok
 from pit.progress import bar
 from pit.recipe import Recipe, Source, Stage
 from pit.storage import StorageConfig, Store, fingerprint
-from pit.tracking import Tracker, tracking_uri
+from pit.tracking import tracker_for
 from pit.train.batches import epoch_batches, stage_examples
 from pit.train.checkpoint import Checkpointer, fetch_latest, read_checkpoint, step_of
 from pit.train.examples import Example, ExampleBuilder
@@ -143,11 +143,19 @@ def build_base(cfg: PitConfig, data_key: str) -> str:
     return key
 
 
+def is_store_key(ref: str) -> bool:
+    """Whether a model reference is an output of this store rather than an external id."""
+    return ref.startswith(("models/", "runs/"))
+
+
 def model_path(cfg: PitConfig, ref: str) -> str:
     """Where `from_pretrained` finds a model reference: a published key or an external id."""
-    if ref.startswith(("models/", "runs/")):
-        return str(local_path(cfg, ref))
-    return ref
+    return str(local_path(cfg, ref)) if is_store_key(ref) else ref
+
+
+def model_url(cfg: PitConfig, ref: str) -> str:
+    """A model reference as users paste it: the store URL of a key, else the id itself."""
+    return store_for(cfg).url(ref) if is_store_key(ref) else ref
 
 
 def _accelerator():
@@ -281,7 +289,7 @@ def train_stage_job(
     epochs = [epoch_batches(examples, stage, tcfg, base_seed + e) for e in range(n_epochs)]
     peak = {"doc": stage.doc_lr or tcfg.doc_lr, "qa": stage.qa_lr or tcfg.qa_lr}
 
-    tracker = _tracker(cfg) if run_id and accelerator.is_main_process else None
+    tracker = tracker_for(cfg) if run_id and accelerator.is_main_process else None
     offset = stage_offset(recipe, index, tcfg)
     torch.manual_seed(tcfg.seed * 7919 + index)
     model, optimizer = _prepare(accelerator, model, tcfg)
@@ -404,7 +412,7 @@ def evaluate(
     if retention_before is not None and "retention_em" in metrics:
         metrics["forgetting"] = retention_before - metrics["retention_em"]
     if run_id:
-        tracker = _tracker(cfg)
+        tracker = tracker_for(cfg)
         tracker.log_metrics(run_id, metrics, step=step, once=True)
         tracker.log_table(run_id, rows, "predictions.json")
     return {"metrics": metrics, "predictions": rows}
@@ -420,7 +428,4 @@ def base_retention(cfg: PitConfig, model_ref: str, data_key: str) -> float | Non
     ev = Evaluator(model, tokenizer, cfg.eval, cfg.model.max_seq_len)
     return ev.answer(retention, "zero-shot")[0]["exact_match"]
 
-
-def _tracker(cfg: PitConfig) -> Tracker:
-    return Tracker(tracking_uri(cfg.tracking.tracking_uri, cfg.workdir), cfg.tracking.experiment)
 

@@ -15,6 +15,8 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from pit.config import PitConfig
+
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -108,3 +110,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def tracker_for(cfg: PitConfig) -> Tracker:
+    """The tracker of a comparison's config: its URI resolved as `tracking_uri` does."""
+    return Tracker(tracking_uri(cfg.tracking.tracking_uri, cfg.workdir), cfg.tracking.experiment)
