@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from shared_fixtures import ENWIKI_FILMS
+from real_data import ENWIKI_FILMS
 from typer.testing import CliRunner
 
 from pit.data.dataset import DOC_COLUMNS, QA_COLUMNS, KnowledgeDataset

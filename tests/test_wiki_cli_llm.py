@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from shared_fixtures import ENWIKI_FILMS
+from real_data import ENWIKI_FILMS
 from test_wiki_qa_llm import server  # noqa: F401  (the OpenAI-compatible test server fixture)
 from typer.testing import CliRunner
 

@@ -14,7 +14,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from shared_fixtures import ENWIKI_FILMS
+from real_data import ENWIKI_FILMS
 
 from pit.errors import DataError
 from pit.wiki.dump import DumpFile, download, fetch_latest, find_latest

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from shared_fixtures import ENWIKI_FILMS
+from real_data import ENWIKI_FILMS
 
 from pit.errors import DataError
 from pit.wiki.build import WikiBuildConfig, build_wiki_dataset, load_manifest

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from shared_fixtures import ENWIKI_FILMS
+from real_data import ENWIKI_FILMS
 
 from flows.build_dataset import BuildDatasetParams, build_dataset
 from pit.errors import ConfigError

@@ -1,4 +1,4 @@
-"""Page selection and reading on the shared real dump (45 pages, 31 with {{Infobox film}})."""
+"""Page selection and reading on the real dump fixture (tests/fixtures) (45 pages, 31 with {{Infobox film}})."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import html
 import re
 
 import pytest
-from shared_fixtures import ENWIKI_FILMS
+from real_data import ENWIKI_FILMS
 
 from pit.errors import DataError
 from pit.wiki.reader import plan_chunks, read_index, scan_dump

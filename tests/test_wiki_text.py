@@ -1,4 +1,4 @@
-"""Lead text, infobox fields and infobox QA on the shared real dump."""
+"""Lead text, infobox fields and infobox QA on the real dump fixture (tests/fixtures)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import mwparserfromhell
 import pytest
-from shared_fixtures import ENWIKI_FILMS
+from real_data import ENWIKI_FILMS
 
 from pit.wiki.infobox import parse_infobox, release_year
 from pit.wiki.qa_infobox import base_title, infobox_qa, subject
