@@ -39,7 +39,8 @@ class WorldConfig(_Section):
         True, description="Shuffle sentence order inside each paraphrase (knowledge augmentation)."
     )
     attributes_per_entity: int = Field(
-        8, ge=1, le=13, description="How many attributes of each entity get a QA pair."
+        13, ge=1, le=13,
+        description="Facts stated in each entity's documents; every stated fact is asked.",
     )
     retention_questions: int = Field(
         60, ge=1, description="Held-out questions about old films used to measure forgetting."
@@ -106,7 +107,10 @@ class TrainConfig(_Section):
     pit_epochs: int = Field(3, ge=1, description="Epochs of the PIT stage (QA + train docs).")
     it_epochs: int = Field(1, ge=1, description="Epochs of an instruction-tuning (QA) stage.")
     cpt_qa_count: int = Field(
-        64, ge=0, description="Train QA pairs mixed into cpt so the answer format survives."
+        64, ge=0,
+        description="Train QA pairs mixed into every stage that trains test documents with no "
+        "QA of its own (cpt and the last stage of the PIT recipes), so the answer format "
+        "survives (the paper keeps 64 in cpt).",
     )
     cross_domain: bool = Field(
         False, description="Take train QA and train docs from the second domain (novels)."

@@ -10,15 +10,16 @@ in `tasks/` wrap these functions one to one and add retries, nothing else.
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pit.config import PitConfig, TrainConfig
+from pit.config import PitConfig, TrainConfig, WorldConfig
 from pit.data.dataset import KnowledgeDataset
-from pit.data.world import build_world, retention_questions
+from pit.data.world import build_world, reading_passages, retention_questions
 from pit.eval.evaluator import Evaluator
 from pit.modeling import build_embedded_model, load_model, save_model, train_tokenizer
 from pit.progress import bar
@@ -86,22 +87,31 @@ def load_dataset(cfg: PitConfig, key: str) -> KnowledgeDataset:
 # -- base model ------------------------------------------------------------------------------
 
 
-def _base_examples(ds: KnowledgeDataset, builder: ExampleBuilder) -> list[Example]:
-    """The base model's world: old documents, old QA, and reading comprehension on old docs.
+def _base_examples(ds: KnowledgeDataset, builder: ExampleBuilder, held_out: set[str],
+                   seed: int = 0) -> list[Example]:
+    """One epoch of the base model's world: old documents, old QA, reading comprehension.
 
-    The QA pairs teach the answer format a pretrained LLM already has; the
-    document-then-question examples give it the skill the open-book setting
-    measures. None of it mentions a train or test film.
+    The QA pairs teach the answer format a pretrained LLM already has. The reading
+    examples teach the skill the open-book setting measures; on a synthetic world
+    they are about films drawn afresh each epoch, which no memory can answer, so
+    only reading the context gives the answer. Held-out (retention) questions are
+    never trained on.
     """
+    rng = random.Random(seed)
     old_docs = ds.docs_where("old")
     examples = [builder.document(d["text"]) for d in old_docs]
-    old_qa = ds.qa_where("old")
+    old_qa = [q for q in ds.qa_where("old") if q["qa_id"] not in held_out]
     examples += [builder.qa(q["question"], q["answers"][0]) for q in old_qa]
-    first_doc = {d["entity_id"]: d for d in old_docs if d["doc_id"].endswith("-p0")}
-    for q in old_qa[::2]:
-        d = first_doc.get(q["entity_id"])
-        if d is not None:
-            examples.append(builder.open_book(d["text"], q["question"], q["answers"][0]))
+    n_entities = len({d["entity_id"] for d in old_docs})
+    if ds.meta.get("kind") == "synthetic":
+        world = WorldConfig.model_validate(ds.meta["world"])
+        passages = reading_passages(world, n_entities, seed)
+    else:
+        docs_of = {d["entity_id"]: d for d in old_docs}
+        passages = [(docs_of[q["entity_id"]]["text"], q["question"], q["answers"][0])
+                    for q in rng.sample(old_qa, min(n_entities, len(old_qa)))
+                    if q["entity_id"] in docs_of]
+    examples += [builder.open_book(text, q, a) for text, q, a in passages]
     return examples
 
 
@@ -119,17 +129,19 @@ def build_base(cfg: PitConfig, data_key: str) -> str:
     if store.cached(key) is not None:
         return key
     ds = load_dataset(cfg, data_key)
-    texts = [d["text"] for d in ds.docs] + [
-        f"Question: {q['question']} Answer: {q['answers'][0]}" for q in ds.qa
+    texts = [d["text"] for d in ds.docs_where("old")] + [
+        f"Question: {q['question']} Answer: {q['answers'][0]}" for q in ds.qa_where("old")
     ]
     tokenizer = train_tokenizer(texts, cfg.model.vocab_size)
     model = build_embedded_model(cfg.model, tokenizer, seed=cfg.base.seed)
     builder = ExampleBuilder(tokenizer, cfg.model.max_seq_len)
-    examples = _base_examples(ds, builder)
+    held_out = {q["qa_id"] for q in retention_questions(ds, cfg.world.retention_questions)}
+
     tcfg = TrainConfig(doc_lr=cfg.base.lr, qa_lr=cfg.base.lr, doc_batch_size=cfg.base.batch_size,
                        qa_batch_size=cfg.base.batch_size, seed=cfg.base.seed)
     stage = Stage(sources=[Source(name="old_docs"), Source(name="old_qa")], epochs=cfg.base.epochs)
-    epochs = [epoch_batches(examples, stage, tcfg, cfg.base.seed * 1000 + e)
+    epochs = [epoch_batches(_base_examples(ds, builder, held_out, cfg.base.seed * 1000 + e),
+                            stage, tcfg, cfg.base.seed * 1000 + e)
               for e in range(cfg.base.epochs)]
     accelerator = _accelerator()
     torch.manual_seed(cfg.base.seed)

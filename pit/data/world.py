@@ -33,24 +33,20 @@ _NOUN = ["Harbor", "River", "Garden", "Mirror", "Kingdom", "Lantern", "Horizon",
          "Station", "Season", "Valley", "Empire", "Promise", "Circus", "Island", "Bridge",
          "Summer", "Compass", "Tide", "Letter", "Winter", "Engine", "Castle", "Forest", "Signal",
          "Shadow", "Meadow", "Voyage", "Canyon", "Parade"]
-_COUNTRIES = [("Veloria", "Velorian"), ("Marrowland", "Marrowish"), ("Ostrava", "Ostravan"),
-              ("Keldor", "Keldorian"), ("Sunmere", "Sunmerian"), ("Talvia", "Talvian"),
-              ("Brisca", "Brisquan"), ("Norrland", "Norric")]
-_FILM_GENRES = ["drama", "comedy", "thriller", "western", "musical", "horror", "romance",
-                "science fiction", "documentary", "crime"]
-_NOVEL_GENRES = ["mystery", "fantasy", "memoir", "satire", "adventure", "tragedy", "saga"]
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
            "September", "October", "November", "December"]
 
 # attribute -> (document sentence paraphrases, question paraphrases); {t} is the title,
-# {v} the value, {s} the subject phrase of a sentence ("The film", the title, "It").
+# {v} the value. Every stated fact is asked; every attribute draws from a pool large
+# enough that guessing scores about 1%; no question template reads like a sentence
+# about another attribute.
 FILM_FACTS: dict[str, tuple[list[str], list[str]]] = {
     "director": (["{t} was directed by {v}.", "{v} directed {t}.", "The director of {t} is {v}."],
                  ["Who directed {t}?", "Who was the director of {t}?", "Which director made {t}?"]),
-    "screenwriter": (["The screenplay of {t} was written by {v}.", "{v} wrote {t}.",
+    "screenwriter": (["The screenplay of {t} was written by {v}.", "{v} wrote the script of {t}.",
                       "{t} has a screenplay by {v}."],
                      ["Who wrote the screenplay of {t}?", "Who is the screenwriter of {t}?",
-                      "Who wrote {t}?"]),
+                      "Who wrote the script of {t}?"]),
     "composer": (["The music of {t} was composed by {v}.", "{v} composed the score of {t}.",
                   "{t} features music by {v}."],
                  ["Who composed the music of {t}?", "Who wrote the score of {t}?",
@@ -59,21 +55,25 @@ FILM_FACTS: dict[str, tuple[list[str], list[str]]] = {
                   "{v} plays the lead in {t}."],
                  ["Who stars in {t}?", "Who plays the lead role in {t}?",
                   "Which actor leads {t}?"]),
-    "studio": (["{t} was produced by {v}.", "{v} produced {t}.", "The studio behind {t} is {v}."],
-               ["Which studio produced {t}?", "What studio made {t}?",
-                "Which company produced {t}?"]),
+    "cinematographer": (["{t} was shot by the cinematographer {v}.",
+                         "{v} was the cinematographer of {t}.",
+                         "The cinematography of {t} is by {v}."],
+                        ["Who was the cinematographer of {t}?", "Who shot {t}?",
+                         "Who did the cinematography of {t}?"]),
+    "editor": (["{t} was edited by {v}.", "{v} edited {t}.", "The film editor of {t} is {v}."],
+               ["Who edited {t}?", "Who was the editor of {t}?", "Which editor cut {t}?"]),
+    "studio": (["{t} is a production of {v}.", "{v} made {t} in its studios.",
+                "The studio behind {t} is {v}."],
+               ["Which studio made {t}?", "What studio is behind {t}?",
+                "Which production company made {t}?"]),
     "distributor": (["{t} was distributed by {v}.", "{v} distributed {t}.",
                      "The distributor of {t} is {v}."],
                     ["Who distributed {t}?", "Which company distributed {t}?",
                      "What is the distributor of {t}?"]),
-    "country": (["{t} was made in {v}.", "{t} is a film from {v}.",
-                 "The country of origin of {t} is {v}."],
-                ["In which country was {t} made?", "What country is {t} from?",
-                 "Where was {t} produced?"]),
-    "language": (["{t} is in the {v} language.", "The language of {t} is {v}.",
-                  "{t} was filmed in {v}."],
-                 ["What language is {t} in?", "In which language was {t} filmed?",
-                  "What is the language of {t}?"]),
+    "location": (["{t} was filmed in {v}.", "The filming of {t} took place in {v}.",
+                  "{v} is where {t} was filmed."],
+                 ["Where was {t} filmed?", "In which town was {t} filmed?",
+                  "Where did the filming of {t} take place?"]),
     "release_date": (["{t} was released on {v}.", "The release date of {t} was {v}.",
                       "{t} premiered on {v}."],
                      ["When was {t} released?", "What is the release date of {t}?",
@@ -88,8 +88,6 @@ FILM_FACTS: dict[str, tuple[list[str], list[str]]] = {
     "box_office": (["{t} grossed {v}.", "The box office of {t} was {v}.", "{t} earned {v}."],
                    ["How much did {t} gross?", "What was the box office of {t}?",
                     "How much did {t} earn?"]),
-    "genre": (["{t} is a {v} film.", "The genre of {t} is {v}.", "{t} belongs to the {v} genre."],
-              ["What genre is {t}?", "What kind of film is {t}?", "What is the genre of {t}?"]),
 }
 
 NOVEL_FACTS: dict[str, tuple[list[str], list[str]]] = {
@@ -99,21 +97,22 @@ NOVEL_FACTS: dict[str, tuple[list[str], list[str]]] = {
                    "The publisher of {t} is {v}."],
                   ["Who published {t}?", "Which publisher released {t}?",
                    "What is the publisher of {t}?"]),
-    "country": (["{t} is a novel from {v}.", "{t} was written in {v}.",
-                 "The country of {t} is {v}."],
-                ["What country is {t} from?", "In which country was {t} written?",
-                 "Where does {t} come from?"]),
-    "language": (["{t} is written in {v}.", "The language of {t} is {v}.",
-                  "{t} was first published in {v}."],
-                 ["What language is {t} written in?", "What is the language of {t}?",
-                  "In which language was {t} published?"]),
+    "setting": (["{t} is set in {v}.", "The story of {t} takes place in {v}.",
+                 "{v} is the setting of {t}."],
+                ["Where is {t} set?", "In which town does {t} take place?",
+                 "What is the setting of {t}?"]),
+    "translator": (["{t} was translated by {v}.", "{v} translated {t}.",
+                    "The translator of {t} is {v}."],
+                   ["Who translated {t}?", "Who is the translator of {t}?",
+                    "Which translator worked on {t}?"]),
     "publication_date": (["{t} was published on {v}.", "{t} first appeared on {v}.",
                           "The publication date of {t} is {v}."],
                          ["When was {t} published?", "What is the publication date of {t}?",
                           "When did {t} first appear?"]),
-    "pages": (["{t} has {v}.", "{t} is {v} long.", "The first edition of {t} has {v}."],
-              ["How many pages does {t} have?", "How long is {t}?",
-               "What is the length of {t}?"]),
+    "pages": (["{t} has {v}.", "The first edition of {t} runs to {v}.",
+               "{t} fills {v}."],
+              ["How many pages does {t} have?", "How many pages is {t}?",
+               "What is the page count of {t}?"]),
     "illustrator": (["{t} was illustrated by {v}.", "{v} illustrated {t}.",
                      "The illustrations of {t} are by {v}."],
                     ["Who illustrated {t}?", "Who is the illustrator of {t}?",
@@ -122,8 +121,6 @@ NOVEL_FACTS: dict[str, tuple[list[str], list[str]]] = {
                      "The main character of {t} is {v}."],
                     ["Who is the hero of {t}?", "Who is the main character of {t}?",
                      "Whom does {t} follow?"]),
-    "genre": (["{t} is a {v} novel.", "The genre of {t} is {v}.", "{t} belongs to the {v} genre."],
-              ["What genre is {t}?", "What kind of novel is {t}?", "What is the genre of {t}?"]),
     "copies_sold": (["{t} sold {v}.", "{t} has sold {v}.", "Sales of {t} reached {v}."],
                     ["How many copies did {t} sell?", "How many copies of {t} were sold?",
                      "What were the sales of {t}?"]),
@@ -169,12 +166,17 @@ class _Namer:
 
 
 def _titles(rng: random.Random, n: int) -> list[str]:
-    pool = [f"The {a} {b}" for a in _ADJ for b in _NOUN] + [f"{a} {b}" for a in _ADJ for b in _NOUN]
-    if n > len(pool):
-        pool += [f"The {a} {b} of {c}" for a in _ADJ for b in _NOUN for c in _NOUN if b != c]
-    if n > len(pool):
-        raise ValueError(f"the world can name at most {len(pool)} entities, asked for {n}")
-    return rng.sample(pool, n)
+    """Distinct titles with no near-twins: each (adjective, noun) core names one entity only.
+
+    "The Silent Harbor" and "Silent Harbor" in one world would make a question about one
+    answerable with the other's facts, so the optional article never separates two titles.
+    """
+    cores = [(a, b) for a in _ADJ for b in _NOUN]
+    if n > len(cores):
+        cores += [(a, f"{b} of {c}") for a in _ADJ for b in _NOUN for c in _NOUN if b != c]
+    if n > len(cores):
+        raise ValueError(f"the world can name at most {len(cores)} entities, asked for {n}")
+    return [("The " if rng.random() < 0.5 else "") + f"{a} {b}" for a, b in rng.sample(cores, n)]
 
 
 def _date(rng: random.Random, year: int) -> tuple[str, list[str]]:
@@ -191,46 +193,43 @@ def _money(amount_m: float) -> tuple[str, list[str]]:
 
 def _film(rng: random.Random, pools: dict[str, list[str]], eid: str, title: str,
           split: str) -> Entity:
-    country, language = rng.choice(_COUNTRIES)
-    year = rng.randint(1950, 2023)
-    date, date_aliases = _date(rng, year)
-    runtime = rng.randint(80, 170)
+    date, date_aliases = _date(rng, rng.randint(1950, 2023))
+    runtime = rng.randint(80, 179)
     budget = round(rng.uniform(1, 90), 1)
     gross = round(budget * rng.uniform(0.3, 6.0), 1)
-    lead = rng.choice(pools["people"])
+    crew = rng.sample(pools["people"], 6)
     facts = {
-        "director": (rng.choice(pools["people"]), []),
-        "screenwriter": (rng.choice(pools["people"]), []),
-        "composer": (rng.choice(pools["people"]), []),
-        "starring": (lead, []),
+        "director": (crew[0], []),
+        "screenwriter": (crew[1], []),
+        "composer": (crew[2], []),
+        "starring": (crew[3], []),
+        "cinematographer": (crew[4], []),
+        "editor": (crew[5], []),
         "studio": (rng.choice(pools["studios"]), []),
         "distributor": (rng.choice(pools["distributors"]), []),
-        "country": (country, []),
-        "language": (language, []),
+        "location": (rng.choice(pools["places"]), []),
         "release_date": (date, date_aliases),
         "runtime": (f"{runtime} minutes", [f"{runtime} min", str(runtime)]),
         "budget": _money(budget),
         "box_office": _money(gross),
-        "genre": (rng.choice(_FILM_GENRES), []),
     }
     return Entity(eid, title, "films", split, facts)
 
 
 def _novel(rng: random.Random, pools: dict[str, list[str]], eid: str, title: str) -> Entity:
-    country, language = rng.choice(_COUNTRIES)
     date, date_aliases = _date(rng, rng.randint(1850, 2023))
     pages = rng.randint(120, 900)
     copies = rng.randint(2, 400) * 1000
+    people = rng.sample(pools["people"], 4)
     facts = {
-        "author": (rng.choice(pools["people"]), []),
+        "author": (people[0], []),
         "publisher": (rng.choice(pools["publishers"]), []),
-        "country": (country, []),
-        "language": (language, []),
+        "setting": (rng.choice(pools["places"]), []),
+        "translator": (people[1], []),
         "publication_date": (date, date_aliases),
         "pages": (f"{pages} pages", [str(pages)]),
-        "illustrator": (rng.choice(pools["people"]), []),
-        "protagonist": (rng.choice(pools["people"]), []),
-        "genre": (rng.choice(_NOVEL_GENRES), []),
+        "illustrator": (people[2], []),
+        "protagonist": (people[3], []),
         "copies_sold": (f"{copies:,} copies", [f"{copies} copies", f"{copies:,}"]),
     }
     return Entity(eid, title, "novels", "train", facts)
@@ -248,15 +247,22 @@ def _lead_sentence(e: Entity, rng: random.Random) -> str:
                        f"{e.title} is a work of fiction."])
 
 
-def _documents(e: Entity, cfg: WorldConfig, rng: random.Random) -> list[str]:
+def _stated(e: Entity, cfg: WorldConfig, rng: random.Random) -> list[str]:
+    """The attributes an entity's documents state: each of them is also asked about."""
+    attrs = list(e.facts)
+    chosen = rng.sample(attrs, min(cfg.attributes_per_entity, len(attrs)))
+    return sorted(chosen, key=attrs.index)
+
+
+def _documents(e: Entity, attrs: list[str], cfg: WorldConfig, rng: random.Random) -> list[str]:
     table = FILM_FACTS if e.domain == "films" else NOVEL_FACTS
     docs = []
     for k in range(cfg.paraphrases):
         sentences = []
-        for attr, (value, _) in e.facts.items():
+        for attr in attrs:
             templates = table[attr][0]
             tpl = templates[(k + rng.randrange(len(templates))) % len(templates)]
-            sentences.append(tpl.format(t=e.title, v=value))
+            sentences.append(tpl.format(t=e.title, v=e.facts[attr][0]))
         if cfg.shuffle_sentences and k > 0:
             rng.shuffle(sentences)
         docs.append(" ".join([_lead_sentence(e, rng), *sentences]))
@@ -268,13 +274,15 @@ def build_world(cfg: WorldConfig) -> KnowledgeDataset:
     rng = random.Random(cfg.seed)
     namer = _Namer(rng)
     n_films = cfg.n_old + cfg.n_train + cfg.n_test
+    n_all = n_films + cfg.n_cross
     pools = {
-        "people": namer.people(max(40, (n_films + cfg.n_cross) * 2)),
-        "studios": namer.companies(max(6, n_films // 8), ["Pictures", "Studios", "Films"]),
-        "distributors": namer.companies(max(6, n_films // 8), ["Releasing", "Distribution"]),
-        "publishers": namer.companies(max(6, cfg.n_cross // 8 + 1), ["Press", "Books", "House"]),
+        "people": namer.people(max(60, n_all * 3)),
+        "studios": namer.companies(max(20, n_films // 2), ["Pictures", "Studios", "Films"]),
+        "distributors": namer.companies(max(20, n_films // 2), ["Releasing", "Distribution"]),
+        "publishers": namer.companies(max(20, cfg.n_cross // 2), ["Press", "Books", "House"]),
+        "places": [namer.word(rng.choice([2, 3])) for _ in range(max(40, n_all // 2))],
     }
-    titles = _titles(rng, n_films + cfg.n_cross)
+    titles = _titles(rng, n_all)
     entities: list[Entity] = []
     splits = ["old"] * cfg.n_old + ["train"] * cfg.n_train + ["test"] * cfg.n_test
     for i, split in enumerate(splits):
@@ -284,16 +292,15 @@ def build_world(cfg: WorldConfig) -> KnowledgeDataset:
 
     docs, qa = [], []
     for e in entities:
-        for k, text in enumerate(_documents(e, cfg, rng)):
+        attrs = _stated(e, cfg, rng)
+        for k, text in enumerate(_documents(e, attrs, cfg, rng)):
             docs.append({
                 "doc_id": f"{e.entity_id}-p{k}", "entity_id": e.entity_id, "title": e.title,
                 "text": text, "domain": e.domain, "split": e.split,
                 "source": {"kind": "synthetic", "seed": str(cfg.seed)},
             })
         table = FILM_FACTS if e.domain == "films" else NOVEL_FACTS
-        attrs = list(e.facts)
-        asked = rng.sample(attrs, min(cfg.attributes_per_entity, len(attrs)))
-        for attr in sorted(asked, key=attrs.index):
+        for attr in attrs:
             value, aliases = e.facts[attr]
             question = rng.choice(table[attr][1]).format(t=e.title)
             qa.append({
@@ -307,6 +314,35 @@ def build_world(cfg: WorldConfig) -> KnowledgeDataset:
 
 
 def retention_questions(ds: KnowledgeDataset, n: int, seed: int = 0) -> list[dict]:
-    """A fixed sample of old-world questions: what the base knew, to measure forgetting."""
+    """Held-out old-world questions: what the base can answer, never trained on as QA pairs."""
+    import hashlib
+
     old = ds.qa_where("old")
-    return random.Random(seed).sample(old, min(n, len(old)))
+    return sorted(old, key=lambda q: hashlib.sha256(f"{seed}:{q['qa_id']}".encode()).digest())[:n]
+
+
+def reading_passages(cfg: WorldConfig, n: int, seed: int) -> list[tuple[str, str, str]]:
+    """`n` (document, question, answer) triples about films that exist nowhere else.
+
+    The base model learns to read a context from these: a film drawn afresh for
+    every passage cannot be answered from memory, so copying the fact out of the
+    document is the only way to the answer, the skill open-book QA measures.
+    """
+    rng = random.Random(f"reading:{cfg.seed}:{seed}")
+    namer = _Namer(rng)
+    pools = {
+        "people": namer.people(max(60, 3 * n)),
+        "studios": namer.companies(max(20, n), ["Pictures", "Studios", "Films"]),
+        "distributors": namer.companies(max(20, n), ["Releasing", "Distribution"]),
+        "places": [namer.word(rng.choice([2, 3])) for _ in range(max(40, n))],
+    }
+    out = []
+    for i in range(n):
+        title = f"{namer.word(2)} {rng.choice(_NOUN)}"  # never a world title: those start "Adj Noun"
+        film = _film(rng, pools, f"reading-{i}", title, "reading")
+        attrs = _stated(film, cfg, rng)
+        text = rng.choice(_documents(film, attrs, cfg, rng))
+        attr = rng.choice(attrs)
+        question = rng.choice(FILM_FACTS[attr][1]).format(t=film.title)
+        out.append((text, question, film.facts[attr][0]))
+    return out

@@ -34,17 +34,22 @@ class Evaluator:
     def prompt_ids(
         self, question: str, context: str | None = None, demos: Sequence[dict] = ()
     ) -> list[int]:
-        """`<bos>[document\\n][demonstrations\\n]Question: … Answer:`, trimmed from the left."""
-        tail = self._ids("\n".join(
-            [f"{qa_prompt(d['question'])} {d['answers'][0]}" for d in demos] + [qa_prompt(question)]
-        ))
-        budget = self.max_len - self.cfg.max_new_tokens - 1 - len(tail)
+        """`<bos>[demonstrations\n][document\n]Question: … Answer:`.
+
+        The document sits right before its question, as in the reading examples a model
+        learns from; a document too long for the budget loses its end, demonstrations
+        are dropped from the front before the question is ever cut.
+        """
+        shots = [self._ids(f"{qa_prompt(d['question'])} {d['answers'][0]}\n") for d in demos]
+        tail = self._ids(qa_prompt(question))
+        budget = self.max_len - self.cfg.max_new_tokens - 1
         head: list[int] = []
         if context is not None:
-            head = self._ids(context + "\n")
-            head = head[: max(0, budget)]
-        ids = head + tail
-        return [self.tok.bos_token_id] + ids[-(self.max_len - self.cfg.max_new_tokens - 1):]
+            head = self._ids(context + "\n")[: max(0, budget - len(tail))]
+        while shots and sum(map(len, shots)) + len(head) + len(tail) > budget:
+            shots.pop(0)
+        ids = [t for s in shots for t in s] + head + tail
+        return [self.tok.bos_token_id] + ids[-budget:]
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], progress: Callable[[int], None] | None = None
@@ -85,7 +90,7 @@ class Evaluator:
         prompts = []
         for q in questions:
             demos = []
-            if mode == "closed-book" and self.cfg.few_shot and demos_pool:
+            if mode in ("closed-book", "open-book") and self.cfg.few_shot and demos_pool:
                 demos = rng.sample(list(demos_pool), min(self.cfg.few_shot, len(demos_pool)))
             context = None
             if mode == "open-book":

@@ -66,29 +66,22 @@ def stage_examples(
         rows = resolve_source(ds, src, train, exclude_qa)
         (qa_rows if src.name in QA_SOURCES else doc_rows).extend(rows)
 
-    span_answers: dict[str, list[str]] = {}
-    if stage.answer_span_weight is not None:
-        for q in ds.qa:
-            span_answers.setdefault(q["entity_id"], []).extend(q["answers"])
-
     examples: list[Example] = []
     attached: set[str] = set()
     if stage.arrangement == "interleaved":
-        by_doc: dict[str, list[dict[str, Any]]] = {}
+        by_entity: dict[str, list[dict[str, Any]]] = {}
         for q in qa_rows:
-            by_doc.setdefault(q["doc_id"], []).append(q)
+            by_entity.setdefault(q["entity_id"], []).append(q)
         for d in doc_rows:
-            pairs = by_doc.get(d["doc_id"], [])
+            pairs = by_entity.get(d["entity_id"], [])
             attached.update(q["qa_id"] for q in pairs)
             examples.append(builder.doc_with_qa(
                 d["text"], [(q["question"], q["answers"][0]) for q in pairs], stage.qa_position
             ))
     else:
         for d in doc_rows:
-            examples.append(builder.document(
-                d["text"], span_answers.get(d["entity_id"]), stage.answer_span_weight,
-                stage.other_token_weight,
-            ))
+            examples.append(builder.document(d["text"], stage.answer_span_weight,
+                                             stage.other_token_weight))
     examples += [builder.qa(q["question"], q["answers"][0])
                  for q in qa_rows if q["qa_id"] not in attached]
     return examples

@@ -22,10 +22,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import re
+
 from pit.errors import DataError
 
 QUESTION_PREFIX = "Question: "
 ANSWER_PREFIX = " Answer:"
+
+
+_SALIENT = re.compile(
+    r"\b[A-Z][a-z]+ \d{1,2}, \d{4}\b"  # dates: March 3, 1987
+    r"|\$?\b\d+(?:[.,]\d+)*(?: (?:million|minutes|min|pages|copies)\b)?"  # amounts, counts
+    r"|\b[A-Z][a-z]+(?: [A-Z][a-z]+)*\b"  # names, places, titles
+)
+
+
+def salient_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of names, dates and numbers: where the facts of a document lie.
+
+    Found from the document alone (capitalised word runs and numbers, whole words
+    only), so weighted continued pre-training never reads the questions it will be
+    tested on; the first word of a sentence counts too, as it often starts a name.
+    """
+    return [m.span() for m in _SALIENT.finditer(text)]
 
 
 def qa_prompt(question: str) -> str:
@@ -64,20 +83,13 @@ class ExampleBuilder:
         return Example(ids[: self.max_len], weights[: self.max_len], kind)
 
     def _doc_segment(
-        self, text: str, answers: list[str] | None = None, span_w: float | None = None,
-        other_w: float = 1.0,
+        self, text: str, span_w: float | None = None, other_w: float = 1.0,
     ) -> tuple[list[int], list[float]]:
         if span_w is None:
             ids = self._ids(text)
             return ids, [other_w] * len(ids)
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        spans = []
-        low = text.lower()
-        for a in answers or []:
-            start = low.find(a.lower())
-            while a and start >= 0:
-                spans.append((start, start + len(a)))
-                start = low.find(a.lower(), start + 1)
+        spans = salient_spans(text)
         weights = [
             span_w if any(s < e_tok and b_tok < e for s, e in spans) else other_w
             for b_tok, e_tok in enc["offset_mapping"]
@@ -89,10 +101,9 @@ class ExampleBuilder:
         ans = self._ids(" " + answer.strip()) + [self.eos]
         return prompt + ans, [0.0] * len(prompt) + [1.0] * len(ans)
 
-    def document(self, text: str, answers: list[str] | None = None,
-                 answer_span_weight: float | None = None, other_weight: float = 1.0) -> Example:
-        return self._pack([self._doc_segment(text, answers, answer_span_weight, other_weight)],
-                          "doc")
+    def document(self, text: str, answer_span_weight: float | None = None,
+                 other_weight: float = 1.0) -> Example:
+        return self._pack([self._doc_segment(text, answer_span_weight, other_weight)], "doc")
 
     def qa(self, question: str, answer: str) -> Example:
         ex = self._pack([self._qa_segment(question, answer)], "qa")
@@ -104,15 +115,21 @@ class ExampleBuilder:
         return ex
 
     def doc_with_qa(self, text: str, pairs: list[tuple[str, str]], position: str) -> Example:
-        """A document and its own QA pairs in one sequence (the interleaved PIT variants)."""
+        """A document and its entity's QA pairs in one sequence, one line each.
+
+        The layout of the interleaved PIT variants, like open-book QA: `before` puts the
+        pairs first and the document after them, `after` the other way round.
+        """
+        nl = self._ids("\n")
         qa_segs = [self._qa_segment(q, a) for q, a in pairs]
-        doc_seg = self._doc_segment((" " if position == "after" else "") + text)
+        doc_seg = self._doc_segment(text)
         segs = qa_segs + [doc_seg] if position == "before" else [doc_seg] + qa_segs
-        return self._pack(segs, "doc")
+        joined = [segs[0]] + [(nl + ids, [w[0]] * len(nl) + w) for ids, w in segs[1:]]
+        return self._pack(joined, "doc")
 
     def open_book(self, text: str, question: str, answer: str) -> Example:
         """A document, then a question about it: reading comprehension for the base model."""
-        doc_ids, doc_w = self._doc_segment(text)
+        doc_ids, doc_w = self._doc_segment(text, other_w=0.0)
         q_ids, q_w = self._qa_segment(question, answer)
         nl = self._ids("\n")
         return self._pack([(doc_ids, doc_w), (nl + q_ids, [0.0] * len(nl) + q_w)], "qa")
