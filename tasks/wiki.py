@@ -60,7 +60,7 @@ def plan_wiki_chunks(
     dump: str, index: str | None, chunk_mb: float, selector: PageSelector
 ) -> list[Chunk]:
     """Byte ranges of whole bz2 streams, one list per scan task."""
-    return plan_chunks(dump, index, int(chunk_mb * (1 << 20)), selector.page_ids)
+    return plan_chunks(dump, index, int(chunk_mb * (1 << 20)), selector.selected_ids)
 
 
 @task(

@@ -4,7 +4,7 @@
 pieces are public so a notebook can run any one of them on its own.
 """
 
-from pit.wiki.build import WikiBuildConfig, assemble, build_wiki_dataset, load_manifest
+from pit.wiki.build import WikiBuildConfig, assemble, build_wiki_dataset, load_card
 from pit.wiki.dump import DumpInfo, download, fetch_latest, find_latest
 from pit.wiki.infobox import parse_infobox, release_year
 from pit.wiki.qa_infobox import infobox_qa, subject
@@ -26,7 +26,7 @@ __all__ = [
     "find_latest",
     "infobox_qa",
     "lead_text",
-    "load_manifest",
+    "load_card",
     "page_categories",
     "parse_infobox",
     "plan_chunks",
