@@ -7,12 +7,14 @@ pieces are public so a notebook can run any one of them on its own.
 from pit.wiki.build import WikiBuildConfig, assemble, build_wiki_dataset, load_card
 from pit.wiki.dump import DumpInfo, download, fetch_latest, find_latest
 from pit.wiki.infobox import parse_infobox, release_year
+from pit.wiki.params import BuildDatasetParams, run_build
 from pit.wiki.qa_infobox import infobox_qa, subject
 from pit.wiki.reader import Chunk, ScanResult, ScanStats, plan_chunks, scan_chunk, scan_dump
 from pit.wiki.select import PageSelector, page_categories
 from pit.wiki.wikitext import lead_text
 
 __all__ = [
+    "BuildDatasetParams",
     "Chunk",
     "DumpInfo",
     "PageSelector",
@@ -31,6 +33,7 @@ __all__ = [
     "parse_infobox",
     "plan_chunks",
     "release_year",
+    "run_build",
     "scan_chunk",
     "scan_dump",
     "subject",
