@@ -1,7 +1,8 @@
 """Wikipedia dumps to knowledge data sets: find, read in parallel, select, clean, QA, publish.
 
-`pit data wiki` and the `build_dataset` flow call `build_wiki_dataset`; the
-pieces are public so a notebook can run any one of them on its own.
+`pit data wiki` and the `build_dataset` flow take the same `BuildDatasetParams`
+and run `run_build` (fetch, then `build_wiki_dataset`); the pieces are public
+so a notebook can run any one of them on its own.
 """
 
 from pit.wiki.build import WikiBuildConfig, assemble, build_wiki_dataset, load_card
