@@ -344,7 +344,7 @@ def build_wiki_dataset(
     import datasets
 
     config.validate_all()
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - (scan.seconds if scan is not None else 0.0)
     if scan is None:
         scan = scan_dump(
             config.dump,
