@@ -7,7 +7,6 @@ its DataError is not retried.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -19,11 +18,10 @@ from pit.wiki import (
     ScanResult,
     ScanStats,
     WikiBuildConfig,
-    build_wiki_dataset,
-    fetch_latest,
     plan_chunks,
     scan_chunk,
 )
+from pit.wiki.params import BuildDatasetParams, run_build
 
 
 def _retry_unless_bad_data(task, task_run, state) -> bool:
@@ -43,10 +41,9 @@ def _retry_unless_bad_data(task, task_run, state) -> bool:
     retry_condition_fn=_retry_unless_bad_data,
     tags=["wiki", "download"],
 )
-def fetch_dump(mirror: str, cache: str, wiki: str = "enwiki") -> dict[str, str]:
-    """Download the newest finished multistream dump and index; returns their paths and date."""
-    info, dump, index = fetch_latest(mirror, Path(cache), wiki)
-    return {"dump": str(dump), "index": str(index), "date": info.date}
+def fetch_dump(params: BuildDatasetParams) -> tuple[str, str | None]:
+    """Local paths of the dump and index: downloaded from a URL or the newest on a mirror."""
+    return params.resolve_dump()
 
 
 @task(retries=1, retry_condition_fn=_retry_unless_bad_data, tags=["wiki"])
@@ -60,7 +57,7 @@ def plan_wiki_chunks(
     dump: str, index: str | None, chunk_mb: float, selector: PageSelector
 ) -> list[Chunk]:
     """Byte ranges of whole bz2 streams, one list per scan task."""
-    return plan_chunks(dump, index, int(chunk_mb * (1 << 20)), selector.page_ids)
+    return plan_chunks(dump, index, int(chunk_mb * (1 << 20)), selector.selected_ids)
 
 
 @task(
@@ -77,6 +74,8 @@ def scan_wiki_chunk(
 
 
 @task(retries=1, retry_condition_fn=_retry_unless_bad_data, tags=["wiki"])
-def build_wiki(config: WikiBuildConfig, scan: ScanResult | None = None) -> dict[str, Any]:
+def build_wiki(
+    params: BuildDatasetParams, resolved: tuple[str, str | None], scan: ScanResult | None = None
+) -> dict[str, Any]:
     """Build and publish the data set (scanning with a local process pool unless `scan` given)."""
-    return build_wiki_dataset(config, scan=scan)
+    return run_build(params, scan=scan, resolved=resolved)

@@ -162,6 +162,6 @@ def test_cli_builds_from_the_newest_finished_dump_on_a_mirror(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["dump_date"] == "20230101" and manifest["counts"]["docs"] == 31
+    card = json.loads((out / "card.json").read_text())
+    assert card["dump_date"] == "20230101" and card["counts"]["docs"] == 31
     assert (tmp_path / "cache" / "enwiki-20230101-pages-articles-multistream.xml.bz2").exists()

@@ -15,7 +15,7 @@ import pytest
 from real_data import ENWIKI_FILMS
 
 from pit.errors import DataError
-from pit.wiki.build import WikiBuildConfig, build_wiki_dataset, load_manifest
+from pit.wiki.build import WikiBuildConfig, build_wiki_dataset, load_card
 from pit.wiki.reader import read_index, scan_dump
 from pit.wiki.select import PageSelector
 
@@ -134,14 +134,13 @@ def test_failed_build_publishes_nothing_and_keeps_the_previous_output(tmp_path):
         category=r"^\d{4} films$",
         out=str(out),
         workers=1,
-        save_dataset=False,
     )
     before = build_wiki_dataset(good)
     dump, index, _ = rebuild(tmp_path, 2, lambda b: b[:-100], compressed=True)
     bad = good.model_copy(update={"dump": str(dump), "index": str(index)})
     with pytest.raises(DataError):
         build_wiki_dataset(bad)
-    assert load_manifest(out) == before
+    assert load_card(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["out", dump.name, index.name]
     )  # no staging folder left behind
@@ -151,7 +150,7 @@ def test_failed_build_publishes_nothing_and_keeps_the_previous_output(tmp_path):
     assert not fresh.exists()
 
 
-def test_skip_mode_publishes_with_the_counts_in_the_manifest(tmp_path):
+def test_skip_mode_publishes_with_the_counts_in_the_card(tmp_path):
     dump, index, offset = rebuild(tmp_path, 2, lambda b: b[:-100], compressed=True)
     cfg = WikiBuildConfig(
         dump=str(dump),
@@ -160,11 +159,10 @@ def test_skip_mode_publishes_with_the_counts_in_the_manifest(tmp_path):
         out=str(tmp_path / "out"),
         workers=1,
         on_error="skip",
-        save_dataset=False,
     )
-    manifest = build_wiki_dataset(cfg)
-    assert manifest["counts"]["bad_streams"] == 1
-    assert manifest["counts"]["docs"] == FILMS - 9
-    assert f"byte offset {offset}" in manifest["errors"][0]
-    on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert on_disk["counts"] == manifest["counts"]
+    card = build_wiki_dataset(cfg)
+    assert card["counts"]["bad_streams"] == 1
+    assert card["counts"]["docs"] == FILMS - 9
+    assert f"byte offset {offset}" in card["errors"][0]
+    on_disk = json.loads((tmp_path / "out" / "card.json").read_text())
+    assert on_disk["counts"] == card["counts"]

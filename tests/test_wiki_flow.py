@@ -1,4 +1,4 @@
-"""The `build_dataset` flow: one smoke run per runner (local process pool, Dask LocalCluster)."""
+"""The `build_dataset` flow: one smoke run per runner, and the parameters it shares with the CLI."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import typer
 from real_data import ENWIKI_FILMS
 
 from flows.build_dataset import BuildDatasetParams, build_dataset
+from pit.cli import app
 from pit.errors import ConfigError
 
 FIXTURE = ENWIKI_FILMS
@@ -43,6 +45,29 @@ def test_process_and_dask_runners_publish_the_same_data_set(tmp_path):
 
 
 def test_flow_parameters_are_checked_before_any_work(tmp_path):
-    with pytest.raises(ConfigError, match="give `dump`"):
-        build_dataset(BuildDatasetParams(category="x", out=str(tmp_path / "o")))
+    params = BuildDatasetParams(
+        dump=str(tmp_path / "no-such-pages-articles.xml.bz2"),
+        category="(",
+        out=str(tmp_path / "o"),
+        llm_base_url="http://127.0.0.1:9/v1",
+    )
+    with pytest.raises(ConfigError) as err:
+        build_dataset(params)
+    assert len(err.value.problems) == 3
+    assert "does not exist" in str(err.value) and "--llm-model" in str(err.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_the_cli_and_the_flow_offer_the_same_described_options():
+    command = typer.main.get_command(app).commands["data"].commands["wiki"]
+    options = {p.name: p for p in command.params}
+    assert set(options) == set(BuildDatasetParams.model_fields)
+    for name, field in BuildDatasetParams.model_fields.items():
+        assert field.description, name
+        assert field.description in options[name].help, name
+        if not field.is_required() and name not in ("domains", "namespaces"):
+            assert options[name].default == field.default, name
+    # The Prefect UI renders this schema as the flow's form: every field described.
+    schema = build_dataset.parameters.model_dump()["definitions"]["BuildDatasetParams"]
+    assert set(schema["properties"]) == set(BuildDatasetParams.model_fields)
+    assert all(p.get("description") for p in schema["properties"].values())

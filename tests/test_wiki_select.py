@@ -1,4 +1,4 @@
-"""Page selection and reading on the real dump fixture (tests/fixtures) (45 pages, 31 with {{Infobox film}})."""
+"""Page selection and reading on the real dump fixture in tests/fixtures (45 pages, 31 films)."""
 
 from __future__ import annotations
 

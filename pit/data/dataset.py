@@ -88,10 +88,24 @@ class KnowledgeDataset:
                     out[f"{dom}/{split}/qa"] = len(self.qa_where(split, dom))
         return out
 
-    def save(self, path: str | Path, jsonl: bool = True) -> Path:
-        """Write both tables as Hugging Face data sets (and JSONL) under `path`."""
+    def save(
+        self, path: str | Path, jsonl: bool = True, card: dict[str, Any] | None = None
+    ) -> Path:
+        """Write both tables as Hugging Face data sets under `path`, with `card.json` beside them.
+
+        This is the one layout every source publishes (`pit data synth`, `pit data
+        wiki`): `docs/`, `qa/` and `card.json` at the root of the folder. `jsonl`
+        also writes the tables as `docs.jsonl` and `qa.jsonl`; a source with JSONL
+        of its own schema at those names (the wiki's) turns it off. `card` adds
+        the source's own fields (counts, dump date, timings) to the card, whose
+        `meta` and `stats` are always the data set's.
+        """
         import datasets
 
+        extra = dict(card or {})
+        clash = sorted({"meta", "stats"} & set(extra))
+        if clash:
+            raise ValueError(f"card keys {clash} are the data set's own; rename them")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         docs = [{**d, "source": json.dumps(d["source"], sort_keys=True)} for d in self.docs]
@@ -102,19 +116,26 @@ class KnowledgeDataset:
                 with open(path / f"{name}.jsonl", "w", encoding="utf-8") as f:
                     for r in rows:
                         f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        card = {"meta": self.meta, "stats": self.stats()}
-        (path / "card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+        full = {**extra, "meta": self.meta, "stats": self.stats()}
+        (path / "card.json").write_text(json.dumps(full, indent=2, sort_keys=True))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> KnowledgeDataset:
+        """The data set saved at `path` by `save`, whichever source published it."""
         import datasets
 
         path = Path(path)
         if not (path / "docs").is_dir() or not (path / "qa").is_dir():
+            hint = ""
+            if (path / "dataset" / "docs").is_dir():
+                hint = (
+                    " It keeps them under dataset/, the layout of an older `pit data wiki`: "
+                    "build it again, or pass its dataset/ folder."
+                )
             raise DataError(
                 f"{path} is not a saved KnowledgeDataset (expected docs/ and qa/ folders); "
-                "build one with `pit data synth` or `pit data wiki`"
+                "build one with `pit data synth` or `pit data wiki`." + hint
             )
         docs = datasets.load_from_disk(str(path / "docs")).to_list()
         for d in docs:

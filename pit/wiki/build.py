@@ -1,19 +1,28 @@
 """Build the Wiki2023-style data set from a dump: scan, QA, split, publish.
 
-The output folder is what `pit data wiki` promises (DESIGN.md §3):
-`docs.jsonl`, `qa.jsonl` and `manifest.json`, plus `dataset/` (the same rows as a
-`KnowledgeDataset`, with its card) and `delta.json` when a previous snapshot is
-given. It is published through `pit.storage` (a local folder or `s3://`): files
-are written to a staging folder, `manifest.json` last among ours and the store's
-`MANIFEST.json` (sizes and sha256 of every file) after it, and only then renamed
-into place, so a reader that trusts folders with a manifest never sees half a
-data set, and a failed build (a damaged dump, a bad page under
-`on_error="raise"`) leaves the previous output untouched.
+The output folder is what `pit data wiki` promises (DESIGN.md §3), in the one
+layout every source publishes: the KnowledgeDataset tables `docs/` and `qa/`
+(Hugging Face `datasets` folders) and `card.json` (counts per domain and split,
+dump date, timings, the data set's meta and stats) at the root, beside the
+wiki's own `docs.jsonl` and `qa.jsonl` (page id, title, revision id,
+categories, text, infobox; page id, question, answers, generator) and
+`delta.json` when a previous snapshot is given. So `KnowledgeDataset.load(out)`
+reads it like the output of `pit data synth`. It is published through
+`pit.storage` (a local folder or `s3://`): files are written to a staging
+folder, the store's `MANIFEST.json` (sizes and sha256 of every file) last, and
+only then renamed into place, so a reader that trusts folders with a manifest
+never sees half a data set, and a failed build (a damaged dump, a bad page
+under `on_error="raise"`) leaves the previous output untouched.
 
-Splits: film documents go to `test` or `train` by a hash of their page id, not
-at random and not by content, so a film stays in the same split every month
-even when its article is edited; documents of other domains are `train` (the
-paper's cross-domain setting trains on them and tests on films).
+Splits: documents of the test domain go to `test` or `train` by a hash of
+their page id, not at random and not by content, so a film stays in the same
+split every month even when its article is edited; documents of other domains
+are `train` (the paper's cross-domain setting trains on them and tests on
+films). Pages of `old_category` (earlier years: what a pretrained model already
+knows) are the `old` split of the test domain, with their QA, so retention can
+be asked about them. A page in both a `category` and an `old_category`
+category is new: it may hold what the model has not seen, so it must not
+stand for what it knows. The card counts and names such pages.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from pit.errors import ConfigError, DataError
 from pit.storage import Store
 from pit.wiki.qa_infobox import infobox_qa
 from pit.wiki.reader import ScanResult, default_workers, scan_dump
-from pit.wiki.select import DEFAULT_DOMAINS, PageSelector, page_ids_from_categorylinks
+from pit.wiki.select import DEFAULT_DOMAINS, PageSelector, page_ids_by_category
 
 QAGenerator = Callable[[dict[str, Any]], list[dict[str, Any]]]
 
@@ -44,8 +53,18 @@ class WikiBuildConfig(BaseModel):
 
     dump: str = Field(description="pages-articles(-multistream).xml.bz2: local path or URL")
     index: str | None = Field(None, description="multistream index; without it one worker streams")
-    category: str = Field(description=r"regex over category names, e.g. '^2023 films$'")
-    out: str = Field(description="output folder (local path or fsspec URL)")
+    category: str = Field(
+        description=r"regex over category names of the new pages, e.g. '^2023 films$'"
+    )
+    old_category: str | None = Field(
+        None,
+        description=(
+            r"regex over category names of earlier pages, e.g. '^20(1[5-9]|2[0-2]) films$': "
+            "the `old` split of the test domain (what a pretrained model already knows, "
+            "asked again to measure retention); a page matching both regexes is new"
+        ),
+    )
+    out: str = Field(description="output folder (local path, s3:// or another fsspec URL)")
     workers: int | None = Field(None, description="worker processes; None means all cores")
     chunk_mb: float = Field(8.0, description="compressed MB of whole streams per worker task")
     on_error: Literal["raise", "skip"] = Field(
@@ -58,7 +77,9 @@ class WikiBuildConfig(BaseModel):
     domains: dict[str, str] = Field(
         dict(DEFAULT_DOMAINS), description="domain name -> category regex; first match wins"
     )
-    test_domain: str = Field("films", description="domain split into train/test; others train")
+    test_domain: str = Field(
+        "films", description="domain split into train/test (and old); others are train"
+    )
     test_fraction: float = Field(
         0.13, description="test share of the test domain (paper: 256/1976)"
     )
@@ -66,16 +87,28 @@ class WikiBuildConfig(BaseModel):
     infobox_qa: bool = Field(True, description="write QA pairs from the infobox")
     previous: str | None = Field(None, description="previous snapshot folder, for delta.json")
     dump_date: str | None = Field(None, description="YYYYMMDD; read from the file name if unset")
-    save_dataset: bool = Field(True, description="also save dataset/ as a KnowledgeDataset")
 
     def problems(self) -> list[str]:
         """Every problem with this config at once, so a user fixes them in one pass."""
         out = []
-        for label, pattern in [("category", self.category), *self.domains.items()]:
+        rules = [("category", self.category), *self.domains.items()]
+        if self.old_category is not None:
+            rules.append(("old_category", self.old_category))
+        for label, pattern in rules:
             try:
                 re.compile(pattern)
             except re.error as e:
                 out.append(f"{label} regex {pattern!r}: {e}")
+        if self.old_category is not None and self.old_category == self.category:
+            out.append(
+                "old_category is the same regex as category, so no page could be old: "
+                "give the categories of earlier years, e.g. '^20(1[5-9]|2[0-2]) films$'"
+            )
+        if self.test_domain not in self.domains:
+            out.append(
+                f"test_domain {self.test_domain!r} is not one of the domains "
+                f"{sorted(self.domains)}: name one, or add it with --domain NAME=REGEX"
+            )
         for label, path in (
             ("dump", self.dump),
             ("index", self.index),
@@ -99,14 +132,18 @@ class WikiBuildConfig(BaseModel):
             raise ConfigError(problems, source="pit data wiki options")
 
     def selector(self) -> PageSelector:
-        ids = None
+        ids = old_ids = None
         if self.categorylinks:
-            ids = page_ids_from_categorylinks(self.categorylinks, self.category)
+            patterns = [self.category, *([self.old_category] if self.old_category else [])]
+            found = page_ids_by_category(self.categorylinks, patterns)
+            ids, old_ids = found[0], (found[1] if self.old_category else None)
         return PageSelector(
             category=self.category,
             namespaces=tuple(self.namespaces),
             page_ids=ids,
             domains=tuple(self.domains.items()),
+            old_category=self.old_category,
+            old_page_ids=old_ids,
         )
 
     def date(self) -> str | None:
@@ -122,6 +159,14 @@ def split_of(page_id: int, domain: str, test_domain: str, test_fraction: float) 
         return "train"
     h = int.from_bytes(hashlib.sha256(f"enwiki:{page_id}".encode()).digest()[:8], "big")
     return "test" if h / 2**64 < test_fraction else "train"
+
+
+def place(record: dict[str, Any], config: WikiBuildConfig) -> tuple[str, str]:
+    """The domain and split of a scanned record (see the module docstring for the rules)."""
+    if record.get("selected_by") == ["old_category"]:
+        return config.test_domain, "old"
+    split = split_of(record["page_id"], record["domain"], config.test_domain, config.test_fraction)
+    return record["domain"], split
 
 
 def delta(records: list[dict[str, Any]], previous: str | Path) -> dict[str, list[int]]:
@@ -165,9 +210,8 @@ def assemble(
     docs, qa, kd_docs, kd_qa = [], [], [], []
     generated = _generate_all(records, qa_generator)
     for rec in records:
-        split = split_of(rec["page_id"], rec["domain"], config.test_domain, config.test_fraction)
-        row = {**rec, "split": split}
-        docs.append(row)
+        domain, split = place(rec, config)
+        docs.append({**rec, "domain": domain, "split": split})
         doc_id = f"enwiki-{rec['page_id']}"
         kd_docs.append(
             {
@@ -175,7 +219,7 @@ def assemble(
                 "entity_id": str(rec["page_id"]),
                 "title": rec["title"],
                 "text": rec["text"],
-                "domain": rec["domain"],
+                "domain": domain,
                 "split": split,
                 "source": {
                     "page_id": rec["page_id"],
@@ -224,9 +268,53 @@ def assemble(
             "dump": config.dump,
             "dump_date": date,
             "category": config.category,
+            "old_category": config.old_category,
+            "test_domain": config.test_domain,
         },
     )
     return docs, qa, ds
+
+
+def card(
+    config: WikiBuildConfig,
+    scan: ScanResult,
+    docs: list[dict[str, Any]],
+    qa: list[dict[str, Any]],
+    ds: KnowledgeDataset,
+    changes: dict[str, list[int]] | None,
+    timings: dict[str, Any],
+) -> dict[str, Any]:
+    """What card.json says beside the data set's meta and stats: counts, dump, timings."""
+    counts = Counter(f"{d['domain']}/{d['split']}" for d in docs)
+    key_of = {d["page_id"]: f"{d['domain']}/{d['split']}" for d in docs}
+    qa_counts = Counter(key_of[q["page_id"]] for q in qa)
+    both = [d["title"] for d in docs if len(d.get("selected_by", ())) == 2]
+    return {
+        "kind": "pit.data.wiki",
+        "dump": config.dump,
+        "index": config.index,
+        "dump_date": config.date(),
+        "category": config.category,
+        "old_category": config.old_category,
+        "fingerprint": ds.fingerprint,
+        "counts": {
+            "pages": scan.stats.pages,
+            "streams": scan.stats.streams,
+            "docs": len(docs),
+            "qa": len(qa),
+            "empty_text": scan.stats.empty,
+            "bad_streams": scan.stats.bad_streams,
+            "bad_pages": scan.stats.bad_pages,
+            "in_both_categories": len(both),
+            "docs_by_domain_split": dict(sorted(counts.items())),
+            "qa_by_domain_split": dict(sorted(qa_counts.items())),
+        },
+        "in_both_categories": both[:100],
+        "errors": scan.stats.errors[:100],
+        "delta": None if changes is None else {k: len(v) for k, v in changes.items()},
+        "timings": timings,
+        "config": config.model_dump(),
+    }
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -251,10 +339,12 @@ def build_wiki_dataset(
 ) -> dict[str, Any]:
     """Scan the dump (unless `scan` is given), write and publish the data set.
 
-    Returns the manifest, which is also the last file written.
+    Returns the card (also written as card.json).
     """
+    import datasets
+
     config.validate_all()
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - (scan.seconds if scan is not None else 0.0)
     if scan is None:
         scan = scan_dump(
             config.dump,
@@ -270,59 +360,34 @@ def build_wiki_dataset(
     changes = delta(scan.records, config.previous) if config.previous else None
 
     store, key = store_and_key(config.out)
-    published: dict[str, Any] = {"kind": "pit.data.wiki"}
+    published: dict[str, Any] = {"kind": "dataset", "source": "wikipedia"}
     with store.staging(key, published) as staging:
         _write_jsonl(staging / "docs.jsonl", docs)
         _write_jsonl(staging / "qa.jsonl", qa)
         if changes is not None:
             (staging / "delta.json").write_text(json.dumps(changes))
-        if config.save_dataset:
-            import datasets
-
-            datasets.disable_progress_bars()
-            ds.save(staging / "dataset")
-        counts = Counter(f"{d['domain']}/{d['split']}" for d in docs)
-        key_of = {d["page_id"]: f"{d['domain']}/{d['split']}" for d in docs}
-        qa_counts = Counter(key_of[q["page_id"]] for q in qa)
-        manifest = {
-            "kind": "pit.data.wiki",
-            "dump": config.dump,
-            "index": config.index,
-            "dump_date": config.date(),
-            "category": config.category,
-            "fingerprint": ds.fingerprint,
-            "counts": {
-                "pages": scan.stats.pages,
-                "streams": scan.stats.streams,
-                "docs": len(docs),
-                "qa": len(qa),
-                "empty_text": scan.stats.empty,
-                "bad_streams": scan.stats.bad_streams,
-                "bad_pages": scan.stats.bad_pages,
-                "docs_by_domain_split": dict(sorted(counts.items())),
-                "qa_by_domain_split": dict(sorted(qa_counts.items())),
-            },
-            "errors": scan.stats.errors[:100],
-            "delta": None if changes is None else {k: len(v) for k, v in changes.items()},
-            "timings": {
-                "scan_s": round(scan.seconds, 3),
-                "qa_s": round(t_qa - t_scan, 3),
-                "total_s": round(time.perf_counter() - t0, 3),
-                "workers": scan.workers,
-                "compressed_mb_per_s": round(scan.stats.compressed_bytes / 1e6 / scan.seconds, 2)
-                if scan.seconds
-                else None,
-            },
-            "config": config.model_dump(),
+        timings = {
+            "scan_s": round(scan.seconds, 3),
+            "qa_s": round(t_qa - t_scan, 3),
+            "total_s": round(time.perf_counter() - t0, 3),
+            "workers": scan.workers,
+            "compressed_mb_per_s": round(scan.stats.compressed_bytes / 1e6 / scan.seconds, 2)
+            if scan.seconds
+            else None,
         }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        out = card(config, scan, docs, qa, ds, changes, timings)
+        datasets.disable_progress_bars()
+        ds.save(staging, jsonl=False, card=out)
         published.update(fingerprint=ds.fingerprint, dump_date=config.date(), docs=len(docs))
-    return manifest
+    return {**out, "meta": ds.meta, "stats": ds.stats()}
 
 
-def load_manifest(out: str | Path) -> dict[str, Any]:
-    """The manifest of a published output; DataError when there is none (not published)."""
-    path = Path(out) / "manifest.json"
-    if not path.exists():
-        raise DataError(f"{out} has no manifest.json: it is not a finished `pit data wiki` output")
-    return json.loads(path.read_text())
+def load_card(out: str | Path) -> dict[str, Any]:
+    """The card of a published output; DataError when it was never completely published."""
+    store, key = store_and_key(str(out))
+    if store.read_manifest(key) is None:
+        raise DataError(
+            f"{out} has no MANIFEST.json: it is not a finished `pit data wiki` output "
+            "(build it again with `pit data wiki`)"
+        )
+    return store.read_json(Store.join(key, "card.json"))

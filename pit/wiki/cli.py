@@ -1,123 +1,122 @@
 """`pit data wiki`: build a knowledge data set from a Wikipedia dump.
 
-`--dump` takes a local file, a URL of a dump file, or a mirror base (a folder or
-URL laid out like dumps.wikimedia.org); for a mirror the newest finished
-multistream dump and its index are downloaded (resumable, sha1-checked) into
-`--cache` first.
+Every option is a field of `BuildDatasetParams`, named, described and
+defaulted there, so the command and the Prefect `build_dataset` flow offer the
+same options. With `--runner dask` the command runs that flow; otherwise it
+runs the same build (`run_build`) in this process, with a local process pool.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
 from pit.errors import PitError
-from pit.wiki.build import WikiBuildConfig, build_wiki_dataset
-from pit.wiki.dump import DumpFile, download, fetch_latest
+from pit.wiki.params import BuildDatasetParams, run_build
+
+_FIELDS = BuildDatasetParams.model_fields
 
 
-def _is_dump_file(ref: str) -> bool:
-    return ref.endswith((".bz2", ".xml"))
+def _help(name: str) -> str:
+    return _FIELDS[name].description or ""
 
 
-def _resolve(dump: str, index: str | None, cache: Path, wiki: str) -> tuple[str, str | None]:
-    """Local paths for the dump and index, downloading them when given as URLs or a mirror."""
-    if not _is_dump_file(dump):
-        info, d, i = fetch_latest(dump, cache, wiki)
-        typer.echo(f"using {info.wiki} {info.date}: {d.name}", err=True)
-        return str(d), str(i)
-    if "://" in dump and not dump.startswith("file://"):
-        dump = str(download(DumpFile(dump.rsplit("/", 1)[-1], dump, None, None), cache))
-    if index and "://" in index and not index.startswith("file://"):
-        index = str(download(DumpFile(index.rsplit("/", 1)[-1], index, None, None), cache))
-    return dump, index
+def _default(name: str) -> Any:
+    return _FIELDS[name].default
 
 
-def _llm_generator(base_url: str | None, model: str | None, local: str | None, cache: Path):
-    """The LLM QA generator the options ask for, or None for infobox QA alone."""
-    if not (base_url or local):
+def _domains(pairs: list[str] | None) -> dict[str, str] | None:
+    if not pairs:
         return None
-    from pit.wiki.qa_llm import LLMQAConfig, LLMQAGenerator
-
-    if local:
-        cfg = LLMQAConfig(backend="transformers", model_name_or_path=local, cache_dir=cache)
-    else:
-        if not model:
-            raise typer.BadParameter("--llm-base-url needs --llm-model (the served model name)")
-        cfg = LLMQAConfig(backend="openai", base_url=base_url, model=model, cache_dir=cache)
-    return LLMQAGenerator(cfg)
+    bad = [d for d in pairs if "=" not in d]
+    if bad:
+        raise typer.BadParameter(f"--domain expects NAME=REGEX, got {bad}")
+    return dict(d.split("=", 1) for d in pairs)
 
 
 def wiki(
-    dump: Annotated[str, typer.Option(help="dump file, its URL, or a mirror base URL/folder")],
-    category: Annotated[str, typer.Option(help=r"category regex, e.g. '^2023 films$'")],
-    out: Annotated[str, typer.Option(help="output folder (published atomically)")],
-    index: Annotated[
-        str | None, typer.Option(help="multistream index; without it one worker reads")
+    dump: Annotated[str, typer.Option(help=_help("dump"))],
+    category: Annotated[str, typer.Option(help=_help("category"))],
+    out: Annotated[str, typer.Option(help=_help("out"))],
+    old_category: Annotated[str | None, typer.Option(help=_help("old_category"))] = None,
+    index: Annotated[str | None, typer.Option(help=_help("index"))] = None,
+    categorylinks: Annotated[str | None, typer.Option(help=_help("categorylinks"))] = None,
+    domains: Annotated[
+        list[str] | None,
+        typer.Option("--domain", help="NAME=REGEX, repeatable: " + _help("domains")),
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="worker processes (all cores)")] = None,
-    chunk_mb: Annotated[float, typer.Option(help="compressed MB per worker task")] = 8.0,
-    on_error: Annotated[
-        str, typer.Option(help="raise: fail on a damaged stream/page; skip: skip and count")
-    ] = "raise",
-    categorylinks: Annotated[
-        str | None, typer.Option(help="categorylinks.sql.gz: authoritative categories")
+    test_domain: Annotated[str, typer.Option(help=_help("test_domain"))] = _default("test_domain"),
+    test_fraction: Annotated[float, typer.Option(help=_help("test_fraction"))] = _default(
+        "test_fraction"
+    ),
+    namespaces: Annotated[
+        list[int] | None,
+        typer.Option("--namespace", help="repeatable: " + _help("namespaces")),
     ] = None,
-    domain: Annotated[
-        list[str] | None, typer.Option(help="NAME=REGEX domain mapping, repeatable")
-    ] = None,
-    test_fraction: Annotated[float, typer.Option(help="test share of film documents")] = 0.13,
-    previous: Annotated[
-        str | None, typer.Option(help="previous snapshot folder: writes delta.json")
-    ] = None,
-    cache: Annotated[Path, typer.Option(help="where mirror downloads go")] = Path(
-        "~/.cache/pit/dumps"
-    ).expanduser(),
-    wiki_name: Annotated[str, typer.Option("--wiki", help="wiki on the mirror")] = "enwiki",
-    llm_base_url: Annotated[str | None, typer.Option(
-        help="OpenAI-compatible endpoint (vLLM, TGI, OpenAI) that writes ~5 QA pairs per "
-        "document, the paper's way; the key comes from OPENAI_API_KEY")] = None,
-    llm_model: Annotated[str | None, typer.Option(help="model name at --llm-base-url")] = None,
-    llm_local_model: Annotated[str | None, typer.Option(
-        help="a local transformers model (folder or Hub id) that writes the QA instead")] = None,
-    llm_cache: Annotated[Path, typer.Option(help="cache of LLM replies by document hash")] = Path(
-        "~/.cache/pit/qa-llm"
-    ).expanduser(),
+    infobox_qa: Annotated[bool, typer.Option(help=_help("infobox_qa"))] = _default("infobox_qa"),
+    max_qa_per_doc: Annotated[int, typer.Option(help=_help("max_qa_per_doc"))] = _default(
+        "max_qa_per_doc"
+    ),
+    llm_base_url: Annotated[str | None, typer.Option(help=_help("llm_base_url"))] = None,
+    llm_model: Annotated[str | None, typer.Option(help=_help("llm_model"))] = None,
+    llm_local_model: Annotated[str | None, typer.Option(help=_help("llm_local_model"))] = None,
+    llm_cache: Annotated[str, typer.Option(help=_help("llm_cache"))] = _default("llm_cache"),
+    workers: Annotated[int | None, typer.Option(help=_help("workers"))] = None,
+    chunk_mb: Annotated[float, typer.Option(help=_help("chunk_mb"))] = _default("chunk_mb"),
+    on_error: Annotated[str, typer.Option(help=_help("on_error"))] = _default("on_error"),
+    runner: Annotated[str, typer.Option(help=_help("runner"))] = _default("runner"),
+    dask_address: Annotated[str | None, typer.Option(help=_help("dask_address"))] = None,
+    dask_workers: Annotated[int, typer.Option(help=_help("dask_workers"))] = _default(
+        "dask_workers"
+    ),
+    previous: Annotated[str | None, typer.Option(help=_help("previous"))] = None,
+    dump_date: Annotated[str | None, typer.Option(help=_help("dump_date"))] = None,
+    cache: Annotated[str, typer.Option(help=_help("cache"))] = _default("cache"),
+    wiki: Annotated[str, typer.Option(help=_help("wiki"))] = _default("wiki"),
 ) -> None:
-    """Build docs.jsonl, qa.jsonl and manifest.json from a Wikipedia dump."""
+    """Build a KnowledgeDataset (docs/, qa/, card.json) with docs.jsonl and qa.jsonl from a dump."""
     try:
-        domains = None
-        if domain:
-            bad = [d for d in domain if "=" not in d]
-            if bad:
-                raise typer.BadParameter(f"--domain expects NAME=REGEX, got {bad}")
-            domains = dict(d.split("=", 1) for d in domain)
-        dump_path, index_path = _resolve(dump, index, cache, wiki_name)
-        cfg = WikiBuildConfig(
-            dump=dump_path,
-            index=index_path,
+        optional = {"domains": _domains(domains), "namespaces": namespaces}
+        params = BuildDatasetParams(
+            dump=dump,
             category=category,
             out=out,
+            old_category=old_category,
+            index=index,
+            categorylinks=categorylinks,
+            test_domain=test_domain,
+            test_fraction=test_fraction,
+            infobox_qa=infobox_qa,
+            max_qa_per_doc=max_qa_per_doc,
+            llm_base_url=llm_base_url,
+            llm_model=llm_model,
+            llm_local_model=llm_local_model,
+            llm_cache=llm_cache,
             workers=workers,
             chunk_mb=chunk_mb,
             on_error=on_error,
-            categorylinks=categorylinks,
-            test_fraction=test_fraction,
+            runner=runner,
+            dask_address=dask_address,
+            dask_workers=dask_workers,
             previous=previous,
-            **({"domains": domains} if domains else {}),
+            dump_date=dump_date,
+            cache=cache,
+            wiki=wiki,
+            **{k: v for k, v in optional.items() if v},
         )
-        generator = _llm_generator(llm_base_url, llm_model, llm_local_model, llm_cache)
-        try:
-            manifest = build_wiki_dataset(cfg, qa_generator=generator)
-        finally:
-            if generator is not None:
-                generator.close()
+        if params.runner == "dask":
+            from flows.build_dataset import build_dataset
+
+            card = build_dataset(params)
+        else:
+            card = run_build(params)
     except (PitError, ValidationError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
-    summary = {k: manifest[k] for k in ("counts", "timings", "fingerprint", "delta")}
+    summary = {
+        k: card[k] for k in ("dump", "dump_date", "counts", "timings", "fingerprint", "delta")
+    }
     typer.echo(json.dumps({"out": out, **summary}, indent=2))

@@ -5,6 +5,10 @@ Editors spell the same field many ways (`based on` / `based_on`, `studio` /
 `{{plainlist}}` with bullets, or `<br />`-separated lines. The QA generator and
 the tests want one spelling and one value per list item, so both live here: the
 alias table below is the single place a new spelling is taught.
+
+A value is what a question can have as its answer, so the billing around a
+name goes (`Name (uncredited)`, `''and'' [[Name]]`, `[[A]] and [[B]]` as two
+items) and placeholders (`See below`, `TBA`) are no values at all.
 """
 
 from __future__ import annotations
@@ -80,8 +84,49 @@ def find_infobox(code: Wikicode) -> Template | None:
 
 def _clean_value(s: str) -> str:
     s = s.replace("\u00a0", " ")
+    s = _SEE_NOTE.sub("", s)
     s = re.sub(r"\s+", " ", s).strip(" ,;\n\t*")
     return s
+
+
+# "(see below)" and the like, anywhere in a value: a pointer, not part of it.
+_SEE_NOTE = re.compile(r"\s*\(\s*see\b[^()]*\)", re.I)
+# A conjunction between list items: `[[A]] and [[B]]`, `''and'' [[C]]`, `[[D]] & [[E]]`.
+_CONJUNCTION = re.compile(r"[,;]?\s*(?:and|&|with|plus)?\s*[,;]?", re.I)
+_LEADING_CONJUNCTION = re.compile(r"^(?:and|&|with|plus)\s+", re.I)
+_TRAILING_CONJUNCTION = re.compile(r"\s+(?:and|&)$", re.I)
+_TRAILING_NOTE = re.compile(r"\s*\([^()]*\)$")
+# Values that stand in for a value: "See below", "See Cast", "TBA", "N/A", "Various".
+_PLACEHOLDER = re.compile(
+    r"^(?:see\b.*|tba|tbd|tbc|to be (?:announced|confirmed|determined)|n/?a|unknown|none"
+    r"|various(?: artists)?|[-\u2013\u2014?]+)\.?$",
+    re.I,
+)
+
+
+def _is_separator(node: object) -> bool:
+    """Whether a node between two names only joins them (`and`, `&`, `''and''`, a comma)."""
+    if isinstance(node, Text):
+        text = str(node.value)
+    elif isinstance(node, Tag) and str(node.tag).lower() in {"i", "b", "small"}:
+        text = render(node.contents) if node.contents is not None else ""
+    else:
+        return False
+    text = text.strip()
+    return bool(text) and _CONJUNCTION.fullmatch(text) is not None
+
+
+def _person(item: str) -> str:
+    """A name without the billing around it: `and Name` -> `Name`, `Name (uncredited)` -> `Name`.
+
+    A trailing parenthesis in a people field annotates the credit (uncredited,
+    voice, segment, "as ..."); a name itself needs none, and a link to a
+    disambiguated article (`[[Tom Hale (actor)|Tom Hale]]`) renders without it.
+    """
+    item = _LEADING_CONJUNCTION.sub("", item)
+    while _TRAILING_NOTE.search(item):
+        item = _TRAILING_NOTE.sub("", item)
+    return _clean_value(_TRAILING_CONJUNCTION.sub("", item))
 
 
 def split_values(value: Wikicode, field: str = "") -> list[str]:
@@ -101,7 +146,11 @@ def split_values(value: Wikicode, field: str = "") -> list[str]:
                 items.append(line)
         current.clear()
 
+    people = field in _PEOPLE
     for node in value.nodes:
+        if people and _is_separator(node):
+            current.append("\n")
+            continue
         if isinstance(node, Template):
             name = template_name(node)
             if name in _LIST_TEMPLATES:
@@ -135,13 +184,16 @@ def split_values(value: Wikicode, field: str = "") -> list[str]:
         else:
             current.append(render([node]))
     flush()
-    if field in _PEOPLE and len(items) == 1 and "," in items[0]:
+    if people and len(items) == 1 and "," in items[0]:
         items = [_clean_value(x) for x in items[0].split(",") if _clean_value(x)]
-    return [i for i in items if not _LABEL.match(i)]
+    items = [i for i in items if not _LABEL.match(i)]
+    if people:
+        items = [_person(i) for i in items]
+    return [i for i in items if i and not _PLACEHOLDER.match(i)]
 
 
 # Items that annotate a list rather than belong to it: "Uncredited:", "(Judy Garland seqs.)".
-_LABEL = re.compile(r"^(\(.*\)|[^()]{0,30}:|uncredited|see below)$", re.I)
+_LABEL = re.compile(r"^(\(.*\)|[^()]{0,30}:|uncredited)$", re.I)
 
 
 def parse_infobox(wikitext: str | Wikicode) -> dict[str, list[str]]:

@@ -242,7 +242,7 @@ def parse_page(page: bytes) -> dict[str, Any]:
 
 
 def make_record(page: bytes, categories: list[str], selector: PageSelector) -> dict[str, Any]:
-    """The document record of one selected page: lead text, infobox, domain, year."""
+    """The document record of one selected page: lead text, infobox, domain, year, rule."""
     p = parse_page(page)
     lead = parse_lead(p.pop("wikitext"))
     infobox = parse_infobox(lead)
@@ -250,6 +250,7 @@ def make_record(page: bytes, categories: list[str], selector: PageSelector) -> d
     return {
         **p,
         "categories": categories,
+        "selected_by": selector.selected_by(p["page_id"], categories),
         "domain": selector.domain_of(categories),
         "year": selector.year_of(categories) or release_year(infobox),
         "text": lead_text(lead),
@@ -404,7 +405,7 @@ def scan_dump(
     if index is None:
         workers = 1
     chunks = plan_chunks(
-        str(dump), None if index is None else str(index), chunk_bytes, selector.page_ids
+        str(dump), None if index is None else str(index), chunk_bytes, selector.selected_ids
     )
     total = ScanStats()
     records: list[dict[str, Any]] = []

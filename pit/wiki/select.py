@@ -77,8 +77,11 @@ DEFAULT_DOMAINS: tuple[tuple[str, str], ...] = (("films", r"(?i)\bfilms?\b"),)
 
 @dataclass(frozen=True)
 class PageSelector:
-    """The rule that says whether a raw `<page>` becomes a document.
+    """The rule that says whether a raw `<page>` becomes a document, and which rule chose it.
 
+    A page is selected by `category` (the new knowledge) or by `old_category`
+    (earlier years: the world a pretrained model already knows). With a
+    categorylinks table both are sets of page ids (`page_ids`, `old_page_ids`).
     Picklable on purpose: it travels to every worker process.
     """
 
@@ -86,10 +89,15 @@ class PageSelector:
     namespaces: tuple[int, ...] = (0,)
     page_ids: frozenset[int] | None = None
     domains: tuple[tuple[str, str], ...] = DEFAULT_DOMAINS
+    old_category: str | None = None
+    old_page_ids: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         problems = []
-        for label, pattern in (("category", self.category), *self.domains):
+        rules = [("category", self.category), *self.domains]
+        if self.old_category is not None:
+            rules.append(("old_category", self.old_category))
+        for label, pattern in rules:
             try:
                 re.compile(pattern)
             except re.error as e:
@@ -102,8 +110,15 @@ class PageSelector:
         """The compiled category regex (re's own cache makes repeated calls cheap)."""
         return re.compile(self.category)
 
+    @property
+    def selected_ids(self) -> frozenset[int] | None:
+        """Every page id either rule selects (None without a categorylinks table)."""
+        if self.page_ids is None:
+            return None
+        return self.page_ids | (self.old_page_ids or frozenset())
+
     def matches(self, page: bytes) -> list[str] | None:
-        """The categories that selected the page, or None when it is not selected.
+        """The page's categories when either rule selects it, or None when it is not selected.
 
         Cheap tests first: namespace, redirect, then the category scan.
         """
@@ -113,14 +128,33 @@ class PageSelector:
             return None
         if b"<redirect" in head:
             return None
-        if self.page_ids is not None:
+        ids = self.selected_ids
+        if ids is not None:
             pid = _PAGE_ID.search(head)
-            if pid is None or int(pid.group(1)) not in self.page_ids:
+            if pid is None or int(pid.group(1)) not in ids:
                 return None
             return page_categories(page)
-        regex = self.regex
         cats = page_categories(page)
-        return cats if any(regex.search(c) for c in cats) else None
+        return cats if self.selected_by(0, cats) else None
+
+    def selected_by(self, page_id: int, categories: Iterable[str]) -> list[str]:
+        """Which rules select the page: `category`, `old_category`, both, or neither.
+
+        A page id set (from categorylinks) decides where there is one; the
+        page's own categories decide otherwise.
+        """
+        cats = list(categories)
+        if self.page_ids is not None:
+            new = page_id in self.page_ids
+        else:
+            new = any(self.regex.search(c) for c in cats)
+        old = False
+        if self.old_page_ids is not None:
+            old = page_id in self.old_page_ids
+        elif self.old_category is not None:
+            rx = re.compile(self.old_category)
+            old = any(rx.search(c) for c in cats)
+        return [name for name, hit in (("category", new), ("old_category", old)) if hit]
 
     def domain_of(self, categories: Iterable[str]) -> str:
         """The first domain whose regex matches one of the categories; "other" if none."""
@@ -133,12 +167,16 @@ class PageSelector:
 
     def year_of(self, categories: Iterable[str]) -> int | None:
         """The year of the first selecting category that names one (`2023 films` -> 2023)."""
-        rx = self.regex
-        for c in categories:
-            if rx.search(c):
-                m = re.search(r"\b(1[0-9]\d\d|20\d\d)\b", c)
-                if m:
-                    return int(m.group(1))
+        cats = list(categories)
+        for pattern in (self.category, self.old_category):
+            if pattern is None:
+                continue
+            rx = re.compile(pattern)
+            for c in cats:
+                if rx.search(c):
+                    m = re.search(r"\b(1[0-9]\d\d|20\d\d)\b", c)
+                    if m:
+                        return int(m.group(1))
         return None
 
 
@@ -176,5 +214,19 @@ def iter_categorylinks(path: str | Path) -> Iterator[tuple[int, str]]:
 
 def page_ids_from_categorylinks(path: str | Path, category: str) -> frozenset[int]:
     """Ids of the pages the categorylinks table puts in a category matching `category`."""
-    rx = re.compile(category)
-    return frozenset(pid for pid, cat in iter_categorylinks(path) if rx.search(cat))
+    return page_ids_by_category(path, [category])[0]
+
+
+def page_ids_by_category(path: str | Path, patterns: list[str]) -> list[frozenset[int]]:
+    """For each regex, the ids of pages in a category it matches: one pass over the table.
+
+    The English table is some gigabytes compressed, so new and old categories
+    are read together rather than once each.
+    """
+    rxs = [re.compile(p) for p in patterns]
+    found: list[set[int]] = [set() for _ in rxs]
+    for pid, cat in iter_categorylinks(path):
+        for rx, ids in zip(rxs, found, strict=True):
+            if rx.search(cat):
+                ids.add(pid)
+    return [frozenset(ids) for ids in found]

@@ -269,13 +269,30 @@ def _link_text(link: Wikilink) -> str:
     return target.lstrip(":").split("#")[0] or target
 
 
+# An unclosed `[[target|` (its target goes, the text after it stays) or a stray `]]`.
+_STRAY_OPEN = re.compile(r"\[\[(?:[^\[\]|\n]{1,255}\|)?")
+
+
+def unbracket(text: str) -> str:
+    """Text with the brackets of an unbalanced link removed, as a reader would want it.
+
+    mwparserfromhell leaves a link it cannot close (`[[Tom Hale and ...` or a
+    stray `]]`) as plain text, brackets included; MediaWiki shows the brackets
+    and wikiextractor drops them. Dropping them keeps the sentence: before this,
+    the line was taken for markup residue and the whole paragraph was lost.
+    """
+    if "[[" not in text and "]]" not in text:
+        return text
+    return _STRAY_OPEN.sub("", text).replace("]]", "")
+
+
 def render(code: Wikicode | Iterable) -> str:
     """Plain text of parsed wikitext (see the module docstring for the rules)."""
     nodes = code.nodes if isinstance(code, Wikicode) else code
     out: list[str] = []
     for node in nodes:
         if isinstance(node, Text):
-            out.append(str(node.value))
+            out.append(unbracket(str(node.value)))
         elif isinstance(node, Wikilink):
             out.append(_link_text(node))
         elif isinstance(node, Template):
