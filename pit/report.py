@@ -116,3 +116,28 @@ def comparison_figure(methods: dict[str, dict[str, Any]], recipes: dict[str, Rec
     ax2.set_title("Retention (forgetting = base - this)")
     fig.tight_layout()
     return fig
+
+
+def render_gaps(gaps: list, chance: float | None, n_questions: int | None, seeds: int):
+    """The paper's claims, each with its gap, its noise and a verdict, under the main table."""
+    from rich.table import Table
+
+    notes = []
+    if n_questions:
+        notes.append(f"{n_questions} test questions: one question is {100 / n_questions:.2f} "
+                     "points")
+    if chance is not None:
+        notes.append(f"chance (most common answer per relation) {chance:.1f} EM")
+    notes.append(f"{seeds} seed(s); a gap is real when the paired sign test over questions "
+                 "gives p < 0.05" + (" and it exceeds twice the spread of the per-seed gaps"
+                                     if seeds > 1 else ""))
+    table = Table(title="the paper's ordering, gap by gap", title_justify="left",
+                  caption="; ".join(notes), caption_justify="left")
+    for col in ("claim", "gap (EM points)", "seed spread", "questions won/lost", "p", "verdict"):
+        table.add_column(col, justify="left" if col in ("claim", "verdict") else "right")
+    for g in gaps:
+        colour = {"as in paper": "green", "reversed": "red"}.get(g.verdict, "yellow")
+        table.add_row(f"{g.better} > {g.worse}", f"{g.delta:+.1f}", _fmt(g.seed_spread),
+                      f"{g.wins}/{g.losses}", f"{g.p_value:.3f}",
+                      f"[{colour}]{g.verdict}[/]")
+    return table

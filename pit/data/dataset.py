@@ -102,6 +102,7 @@ class KnowledgeDataset:
         """
         import datasets
 
+        datasets.disable_progress_bars()  # pit shows its own progress; these would interleave
         extra = dict(card or {})
         clash = sorted({"meta", "stats"} & set(extra))
         if clash:
