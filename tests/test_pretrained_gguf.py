@@ -104,7 +104,8 @@ def test_a_gguf_model_trains_checkpoints_and_reloads_as_a_plain_model(smollm2, t
     assert tok.decode(qa[0].input_ids) == (
         f"{tok.bos_token}Question: Who was the director of Actrius? Answer: Ventura Pons"
         f"{tok.eos_token}")
-    epochs = [[Batch("qa", qa), Batch("doc", [builder.document(d) for d in DOCS])]]
+    epochs = [[Batch("qa", qa[:2]), Batch("doc", [builder.document(d) for d in DOCS]),
+               Batch("qa", qa[2:])]]
 
     torch.manual_seed(0)
     random_init = AutoModelForCausalLM.from_config(model.config)
@@ -124,16 +125,16 @@ def test_a_gguf_model_trains_checkpoints_and_reloads_as_a_plain_model(smollm2, t
     recorded = Losses()
     state = train_stage(model, epochs, tcfg, {"qa": 1e-5, "doc": 1e-5}, tok.pad_token_id,
                         accelerator, optimizer, callbacks=[recorded])
-    assert len(recorded.losses) == 2 and all(math.isfinite(x) for x in recorded.losses)
+    assert len(recorded.losses) == 3 and all(math.isfinite(x) for x in recorded.losses)
     assert recorded.losses[0] < 0.5 * random_loss.item()
 
     store = Store(tmp_path / "store")
     ck = Checkpointer(store, "ckpt", CheckpointConfig(), accelerator=accelerator, model=model,
-                      optimizer=optimizer, epoch_sizes=[2], fingerprint=FP, history={},
+                      optimizer=optimizer, epoch_sizes=[3], fingerprint=FP, history={},
                       tokenizer=tok)
     ck.save(state)
     found = fetch_latest(store, "ckpt", FP, tmp_path / "cache")
-    assert found is not None and found[0].step == 2
+    assert found is not None and found[0].step == 3
     saved = found[1] / "model"
     assert "quantization_config" not in json.loads((saved / "config.json").read_text())
     assert not list(saved.glob("*.gguf"))
@@ -141,7 +142,7 @@ def test_a_gguf_model_trains_checkpoints_and_reloads_as_a_plain_model(smollm2, t
     # As a later stage loads it: the config still names the GGUF file, the folder holds
     # safetensors, so it loads as safetensors.
     reloaded, rtok = load_model(saved, cfg)
-    probe = epochs[0][0]
+    probe = Batch("qa", qa[:1])
     trained = logits(model, probe, tok.pad_token_id)
     torch.testing.assert_close(logits(reloaded, probe, rtok.pad_token_id), trained)
     assert (rtok.bos_token, rtok.eos_token, rtok.pad_token) == \
