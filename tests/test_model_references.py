@@ -168,3 +168,20 @@ def test_a_tokenizer_without_pad_or_bos_borrows_eos_and_one_without_eos_is_refus
     folder = save_model(build_embedded_model(TINY, full), no_eos, tmp_path / "no-eos")
     with pytest.raises(ConfigError, match="defines no end-of-sequence token"):
         load_model(folder)
+
+
+def test_a_model_left_marked_as_gguf_quantized_is_made_serialisable(tmp_path, saved_model):
+    """The state transformers leaves after unpacking GGUF weights without being asked to."""
+    from transformers import GgufConfig
+    from transformers.quantizers.quantizer_gguf import GgufHfQuantizer
+
+    from pit.modeling import detach_quantizer
+
+    model, tok = load_model(saved_model)
+    model.hf_quantizer = GgufHfQuantizer(GgufConfig(gguf_file="m.gguf"))
+    model.config.quantization_config = model.hf_quantizer.quantization_config
+    with pytest.raises(ValueError, match="quantized with gguf and is not serializable"):
+        model.save_pretrained(tmp_path / "refused")
+    folder = save_model(detach_quantizer(model, "m.gguf"), tok, tmp_path / "saved")
+    assert "quantization_config" not in (folder / "config.json").read_text()
+    load_model(folder)

@@ -153,3 +153,43 @@ def test_concurrent_fetches_of_one_key_each_end_with_a_complete_verified_copy(
     assert contents(dest) == big
     assert all(file_sha256(dest / rel) == e["sha256"] for rel, e in manifest["files"].items())
     assert siblings(dest) == []
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pit.config import ModelConfig
+    from pit.modeling import build_embedded_model, save_model, train_tokenizer
+
+    tok = train_tokenizer(["Question: who directed it? Answer: Ventura Pons"], 120)
+    cfg = ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    return save_model(build_embedded_model(cfg, tok), tok, tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.mark.integration
+def test_a_model_published_to_s3_loads_through_one_verified_copy(
+        s3_bucket: str, tiny_model: Path, tmp_path: Path) -> None:
+    from pit.modeling import load_model
+
+    store = Store(StorageConfig(root=f"{s3_bucket}/models", **FAST))
+    store.publish(tiny_model, "tiny")
+    model, tok = load_model(f"{s3_bucket}/models/tiny", cache_dir=tmp_path / "models")
+    copies = list((tmp_path / "models").iterdir())
+    assert len(copies) == 1 and contents(copies[0]) == contents(tiny_model)
+    assert json.loads((copies[0] / MARKER).read_text())["source"] == f"{s3_bucket}/models/tiny"
+    again, _ = load_model(f"{s3_bucket}/models/tiny", cache_dir=tmp_path / "models")
+    assert list((tmp_path / "models").iterdir()) == copies
+    assert all(p.equal(q) for p, q in zip(model.parameters(), again.parameters(), strict=True))
+
+
+@pytest.mark.integration
+def test_a_model_uploaded_by_hand_loads_with_a_warning(
+        s3_bucket: str, tiny_model: Path, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from pit.modeling import load_model
+
+    Store(StorageConfig(root=f"{s3_bucket}/models", **FAST)).put_dir(tiny_model, "by-hand")
+    with caplog.at_level(logging.WARNING, logger="pit.storage"):
+        _, tok = load_model(f"{s3_bucket}/models/by-hand", cache_dir=tmp_path / "models")
+    assert f"model {s3_bucket}/models/by-hand has no MANIFEST.json; downloading it unverified" \
+        in caplog.text
+    assert tok.eos_token == "<eos>"

@@ -46,7 +46,7 @@ def special_tokens(tokenizer, name: str):
     return tokenizer
 
 
-def _local_ref(name: str, cfg: ModelConfig) -> ModelRef:
+def _local_ref(name: str, cfg: ModelConfig, cache_dir: str | os.PathLike[str] | None) -> ModelRef:
     """The reference as something on this machine or the Hub; s3 folders are fetched first.
 
     `cfg.gguf_file` applies only where that file is: a folder pit saved from
@@ -60,7 +60,7 @@ def _local_ref(name: str, cfg: ModelConfig) -> ModelRef:
     if ref.kind == "s3":
         from pit.storage import fetch_model
 
-        ref = ModelRef("folder", str(fetch_model(ref.location)), ref.gguf_file)
+        ref = ModelRef("folder", str(fetch_model(ref.location, cache_dir)), ref.gguf_file)
         if saved_from_gguf(ref):
             ref = dataclasses.replace(ref, gguf_file=None)
     if ref.kind == "folder":
@@ -69,16 +69,20 @@ def _local_ref(name: str, cfg: ModelConfig) -> ModelRef:
 
 
 def load_model(
-    path: str | Path, cfg: ModelConfig | None = None, device: str | torch.device = "cpu"
+    path: str | Path,
+    cfg: ModelConfig | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[PreTrainedModel, object]:
     """Load a causal LM and its tokenizer: safetensors only, remote code off unless asked.
 
     `path` is a model reference (see `pit.modeling.reference`) or a folder
     pit saved. A GGUF model comes back with float weights and no quantizer
-    attached, so it trains, checkpoints and saves like any other model.
+    attached, so it trains, checkpoints and saves like any other model. An
+    `s3://` model is copied into `cache_dir` first (see `pit.storage.fetch_model`).
     """
     cfg = cfg or ModelConfig()
-    ref = _local_ref(str(path), cfg)
+    ref = _local_ref(str(path), cfg, cache_dir)
     dtype = getattr(torch, cfg.dtype)
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     try:
