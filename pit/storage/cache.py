@@ -56,8 +56,7 @@ def _usable(dest: Path, files: Mapping[str, Mapping[str, Any]], identity: str) -
     if not dest.is_dir():
         return False
     if _marker_id(dest) != identity:
-        if dest.exists():
-            log.info("cached copy %s holds another publication; fetching it again", dest)
+        log.info("cached copy %s holds another publication; fetching it again", dest)
         return False
     bad = local_problems(dest, files)
     if bad:
