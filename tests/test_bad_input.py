@@ -15,9 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from pit import pipeline
+from pit.artifacts import store_for
 from pit.cli import app
 from pit.config import load_config
 from pit.errors import ConfigError, ModelNotFoundError, UnknownRecipeError
+from pit.keys import stage_output
 from pit.modeling import load_model
 from pit.recipe import select_recipes
 from pit.storage import MANIFEST, Store
@@ -178,11 +180,11 @@ def test_a_stage_skips_a_corrupt_and_an_unpublished_checkpoint_and_resumes_from_
     base = pipeline.build_base(cfg, data)
     recipe = select_recipes(["cpt"])[0]
     key, expected = pipeline.run_stage(cfg, recipe, 0, base, data, None)
-    store = pipeline.store_for(cfg)
+    store = store_for(cfg)
     final = Path(store.url(key)) / "model.safetensors"
     expected_weights = final.read_bytes()
-    stage_hash = pipeline.stage_fingerprint(cfg, recipe, 0, base, data, 0)
-    prefix = pipeline.checkpoint_prefix(recipe, 0, None, 0, stage_hash)
+    fp = pipeline.load_dataset(cfg, data).fingerprint
+    prefix = stage_output(cfg, recipe.stages[0], 0, base, fp, 0).checkpoints
     steps = [step_of(k) for k in list_checkpoints(store, prefix)]
     assert len(steps) == 4
     newest, second, third = (checkpoint_key(prefix, s) for s in steps[:-4:-1])
@@ -208,13 +210,14 @@ def test_a_stage_model_already_published_is_reused_not_retrained(tmp_path, tiny_
     cfg = load_config("smoke", None, [*tiny_overrides, f"workdir={tmp_path}",
                                       "train.launcher=inline"])
     recipe = select_recipes(["cpt"])[0]
-    store = pipeline.store_for(cfg)
-    key = pipeline.stage_key(recipe, 0, "r1", 0)
-    stage_hash = pipeline.stage_fingerprint(cfg, recipe, 0, "models/base-x", "datasets/x", 0)
-    with store.staging(key, {"fingerprint": stage_hash, "metrics": {"exact_match": 12.5}}) as f:
+    store = store_for(cfg)
+    data = pipeline.build_dataset(cfg)
+    fp = pipeline.load_dataset(cfg, data).fingerprint
+    out = stage_output(cfg, recipe.stages[0], 0, "models/base-x", fp, 0)
+    with store.staging(out.key, {"fingerprint": out.hash, "metrics": {"exact_match": 12.5}}) as f:
         (f / "model.safetensors").write_text("never read: the manifest decides")
-    assert pipeline.run_stage(cfg, recipe, 0, "models/base-x", "datasets/x", "r1") == (
-        key, {"exact_match": 12.5})
+    assert pipeline.run_stage(cfg, recipe, 0, "models/base-x", data, None) == (
+        out.key, {"exact_match": 12.5})
 
 
 # -- S3 outages and setup mistakes, through `pit compare --artifact-root s3://...` ----------
