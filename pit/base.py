@@ -26,8 +26,7 @@ from pit.train.examples import Example, ExampleBuilder
 from pit.train.loop import train_stage
 
 
-def _base_examples(ds: KnowledgeDataset, builder: ExampleBuilder,
-                   held_out: set[str]) -> list[Example]:
+def base_examples(cfg: PitConfig, ds: KnowledgeDataset, builder: ExampleBuilder) -> list[Example]:
     """The base model's world: old documents, old QA, and reading comprehension on old docs.
 
     The QA pairs teach the answer format a pretrained LLM already has; the
@@ -35,6 +34,7 @@ def _base_examples(ds: KnowledgeDataset, builder: ExampleBuilder,
     measures. None of it mentions a train or test entity, and no held-out
     retention question is among the pairs.
     """
+    held_out = retention_ids(ds, cfg.data)
     old_docs = ds.docs_where("old")
     examples = [builder.document(d["text"]) for d in old_docs]
     old_qa = [q for q in ds.qa_where("old") if q["qa_id"] not in held_out]
@@ -67,7 +67,7 @@ def build_base(cfg: PitConfig, data_ref: str) -> str:
     tokenizer = train_tokenizer(_tokenizer_texts(ds), cfg.model.vocab_size)
     model = build_embedded_model(cfg.model, tokenizer, seed=cfg.base.seed)
     builder = ExampleBuilder(tokenizer, cfg.model.max_seq_len)
-    examples = _base_examples(ds, builder, retention_ids(ds, cfg.data))
+    examples = base_examples(cfg, ds, builder)
     tcfg = TrainConfig(doc_lr=cfg.base.lr, qa_lr=cfg.base.lr, doc_batch_size=cfg.base.batch_size,
                        qa_batch_size=cfg.base.batch_size, seed=cfg.base.seed)
     stage = Stage(sources=[Source(name="old_docs"), Source(name="old_qa")], epochs=cfg.base.epochs)

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from pit.artifacts import model_path, store_for
 from pit.config import PitConfig, TrainConfig
+from pit.data.dataset import KnowledgeDataset
 from pit.data.source import load_dataset
 from pit.data.views import retention_ids, training_view
 from pit.device import accelerator, prepare
@@ -32,7 +33,7 @@ from pit.train.callbacks import Checkpointing, EpochEvaluation, EpochTracking, r
 from pit.train.callbacks.checkpointing import kept
 from pit.train.callbacks.tracking import record_stage
 from pit.train.checkpoint import step_of
-from pit.train.examples import ExampleBuilder
+from pit.train.examples import Example, ExampleBuilder
 from pit.train.loop import Callback, StageState, train_stage
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,13 @@ class StageJob(BaseModel):
     @property
     def where(self) -> str:
         return f"{self.recipe.slug} stage {self.index} (seed {self.seed})"
+
+
+def examples_for(cfg: PitConfig, ds: KnowledgeDataset, stage: Stage, builder: ExampleBuilder,
+                 train: TrainConfig) -> list[Example]:
+    """One epoch's examples of a stage: rows of its domains, retention questions left out."""
+    view = training_view(ds, cfg.data, cfg.train.cross_domain)
+    return stage_examples(view, stage, builder, train, exclude_qa=retention_ids(ds, cfg.data))
 
 
 def stage_offset(recipe: Recipe, index: int, train: TrainConfig) -> int:
@@ -98,19 +106,16 @@ class StageRunner:
                 log.info("%s resumes after step %d (epoch %d, batch %d)", job.where, pos.step,
                          pos.epoch, pos.batch)
 
-    def _batches(self, ds) -> None:
-        """The examples of the stage, from its domains, held-out questions left out."""
+    def _batches(self, ds: KnowledgeDataset) -> None:
         job = self.job
         tcfg = job.train
-        view = training_view(ds, self.cfg.data, self.cfg.train.cross_domain)
         builder = ExampleBuilder(self.tokenizer, self.cfg.model.max_seq_len)
-        examples = stage_examples(view, job.stage, builder, tcfg,
-                                  exclude_qa=retention_ids(ds, self.cfg.data))
+        examples = examples_for(self.cfg, ds, job.stage, builder, tcfg)
         base_seed = tcfg.seed * 1_000_003 + job.index * 1009
         self.epochs = [epoch_batches(examples, job.stage, tcfg, base_seed + e)
                        for e in range(job.stage.resolved_epochs(tcfg))]
 
-    def _callbacks(self, ds) -> list[Callback]:
+    def _callbacks(self, ds: KnowledgeDataset) -> list[Callback]:
         job, cfg = self.job, self.cfg
         scored = job.stage.reads_test_docs and cfg.eval.eval_every_epoch
 
