@@ -18,6 +18,7 @@ from pit import pipeline
 from pit.artifacts import store_for
 from pit.cli import app
 from pit.config import load_config
+from pit.data.dataset import KnowledgeDataset
 from pit.errors import ConfigError, ModelNotFoundError, UnknownRecipeError
 from pit.keys import stage_output
 from pit.modeling import load_model
@@ -93,6 +94,34 @@ def test_pit_compare_with_a_missing_model_fails_once_with_the_message(
     code, out = run_cli(*args)
     assert code == 2
     assert f"error: model '{missing}' not found: no such folder" in out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_data_set_without_what_the_recipes_need_fails_before_any_training(
+        tmp_path, prefect_harness, tiny_overrides):
+    from pit.data.views import training_view
+    from pit.data.world import build_world
+
+    world = build_world(load_config("smoke", overrides=tiny_overrides).world)
+    films = training_view(world, load_config("smoke").data, cross_domain=False)
+    no_old = KnowledgeDataset(docs=[d for d in films.docs if d["split"] != "old"],
+                              qa=[q for q in films.qa if q["split"] != "old"])
+    no_old.save(tmp_path / "new-films")
+    args = ["compare", "--preset", "smoke", "--methods", "cpt,pit", "--data",
+            str(tmp_path / "new-films"), "--set", f"workdir={tmp_path}",
+            "--set", "train.cross_domain=true"]
+    for o in tiny_overrides:
+        args += ["--set", o]
+    code, out = run_cli(*args)
+    assert code == 2
+    assert f"error: data set {tmp_path / 'new-films'} lacks what cpt, pit need:" in out
+    assert "train.cross_domain is on but the data set has one domain only" in out
+    assert "no old split to pre-train the embedded model on; add earlier pages with " \
+        "`pit data wiki --old-category REGEX`, or start from a pretrained model with --model" in out
+    assert "no old split QA to measure retention on" in out
+    assert not (tmp_path / "artifacts" / "models").exists()
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 # -- recipes and configs ---------------------------------------------------------------------
