@@ -125,7 +125,7 @@ def check_dataset(ds: KnowledgeDataset, cfg: PitConfig, recipes: Sequence[Recipe
     """Raise one DataError listing every problem, or return when the data set will do."""
     problems = dataset_problems(ds, cfg, recipes)
     if problems:
-        name = "the synthetic world" if cfg.data.source == SYNTHETIC else cfg.data.source
+        name = _fix(cfg, "the synthetic world", f"data set {cfg.data.source}")
         slugs = ", ".join(r.slug for r in recipes)
         lines = "\n".join(f"  - {p}" for p in problems)
-        raise DataError(f"data set {name} lacks what {slugs} need:\n{lines}")
+        raise DataError(f"{name} lacks what {slugs} need:\n{lines}")
