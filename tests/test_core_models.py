@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pit import pipeline
+from pit.artifacts import published_folder
 from pit.config import ModelConfig, TrainConfig, load_config
 from pit.errors import ModelNotFoundError
 from pit.modeling import build_embedded_model, load_model, resolve_model_path, train_tokenizer
@@ -73,7 +74,7 @@ def test_training_lowers_the_loss_and_is_deterministic(tiny_overrides):
 def test_a_saved_model_folder_runs_a_recipe_like_the_embedded_default(tmp_path, tiny_overrides):
     cfg = load_config("smoke", overrides=[*tiny_overrides, f"workdir={tmp_path}"])
     data_key = pipeline.build_dataset(cfg)
-    folder = pipeline.local_path(cfg, pipeline.build_base(cfg, data_key))
+    folder = published_folder(cfg, pipeline.build_base(cfg, data_key))
     real = cfg.model_copy(update={"model": cfg.model.model_copy(
         update={"name_or_path": str(folder)})})
     assert pipeline.build_base(real, data_key) == str(folder)
