@@ -12,13 +12,21 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from pit import pipeline
+from pit.artifacts import model_url
 from pit.config import PitConfig, load_config
+from pit.data.checks import check_dataset
+from pit.data.source import SYNTHETIC, load_dataset
 from pit.modeling import resolve_model_path
 from pit.recipe import Recipe, all_recipes, select_recipes
 from pit.report import aggregate, comparison_figure, comparison_rows, results_document
 from pit.tracking import tracker_for
+from pit.train.runner import stage_offset
 from tasks import training as t
+
+
+def _override(field: str, value: str) -> str:
+    """A `--set` override whose value stays a string, whatever YAML would make of it."""
+    return f"{field}='{value.replace(chr(39), chr(39) * 2)}'"
 
 
 class CompareParams(BaseModel):
@@ -33,13 +41,25 @@ class CompareParams(BaseModel):
     overrides: list[str] = Field(
         default_factory=list, description="section.field=value overrides, as with --set."
     )
+    data: str | None = Field(
+        None, description="Data set to train on: 'synthetic', or a folder, s3:// URL or store "
+        "key published by `pit data synth` / `pit data wiki`; default: the preset's."
+    )
+    model: str | None = Field(
+        None, description="Model to start from: 'embedded', a Hugging Face id, a folder or an "
+        "s3:// URI; default: the preset's."
+    )
     artifact_root: str | None = Field(None, description="A folder or s3://bucket/prefix.")
     recipes_dirs: list[str] = Field(default_factory=list, description="Folders of user recipes.")
 
     def config(self) -> PitConfig:
         extra = list(self.overrides)
         if self.artifact_root:
-            extra.append(f"artifact_root={self.artifact_root}")
+            extra.append(_override("storage.root", self.artifact_root))
+        if self.data:
+            extra.append(_override("data.source", self.data))
+        if self.model:
+            extra.append(_override("model.name_or_path", self.model))
         cfg = load_config(None if self.config_file else self.preset, self.config_file, extra)
         updates: dict[str, Any] = {}
         if self.methods:
@@ -56,19 +76,22 @@ def metric_name(slug: str) -> str:
 
 
 def _recipe_params(recipe: Recipe, cfg: PitConfig, seed: int) -> dict[str, Any]:
-    return {
+    params = {
         "recipe": recipe.slug,
         "stages": recipe.describe(),
         "evaluation": recipe.evaluation,
         "seed": cfg.train.seed + seed,
         "train": cfg.train.model_dump(),
         "model": cfg.model.model_dump(),
-        "world": cfg.world.model_dump(),
+        "data": cfg.data.model_dump(),
     }
+    if cfg.data.source == SYNTHETIC:
+        params["world"] = cfg.world.model_dump()
+    return params
 
 
 @flow(name="run-recipe", flow_run_name="{recipe.slug}-seed-{seed}")
-def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_key: str, base_ref: str,
+def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_ref: str, base_ref: str,
                       retention_before: float | None, parent_run_id: str | None,
                       dataset_fingerprint: str = "") -> dict[str, Any]:
     """One recipe and seed: a nested MLflow run, its stages, then the final evaluation."""
@@ -76,14 +99,14 @@ def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_key: str, 
     run_id = tracker.start_run(f"{recipe.slug}-seed{seed}", parent_run_id,
                                tags={"recipe": recipe.slug, "seed": str(seed)})
     tracker.log_params(run_id, {**_recipe_params(recipe, cfg, seed), "base_model": base_ref,
-                                "dataset": data_key, "dataset_fingerprint": dataset_fingerprint})
+                                "dataset": data_ref, "dataset_fingerprint": dataset_fingerprint})
     try:
         ref = base_ref
         for i in range(len(recipe.stages)):
-            ref, _ = t.run_stage(cfg, recipe, i, ref, data_key, run_id, seed)
-        total = pipeline.stage_offset(recipe, len(recipe.stages), cfg.train)
-        metrics = t.evaluate(cfg, recipe, ref, data_key, run_id, retention_before, total, seed)
-        tracker.set_tags(run_id, {"final_model": pipeline.model_url(cfg, ref)})
+            ref, _ = t.run_stage(cfg, recipe, i, ref, data_ref, run_id, seed)
+        total = stage_offset(recipe, len(recipe.stages), cfg.train)
+        metrics = t.evaluate(cfg, recipe, ref, data_ref, run_id, retention_before, total, seed)
+        tracker.set_tags(run_id, {"final_model": model_url(cfg, ref)})
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise
@@ -93,34 +116,36 @@ def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_key: str, 
 
 @flow(name="compare-methods", flow_run_name="compare-{params.preset}")
 def compare_methods(params: CompareParams) -> dict[str, Any]:
-    """The paper's comparison: a world, a base model, every chosen recipe, one table."""
+    """The paper's comparison: a data set, a base model, every chosen recipe, one table."""
     cfg = params.config()
     return compare(cfg, params.recipes_dirs)
 
 
 def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, Any]:
+    """Data set, checked against the recipes before anything trains; base model; recipes."""
     logger = get_run_logger()
     recipes = select_recipes(cfg.methods, recipes_dirs)
     if cfg.model.name_or_path != "embedded":
         resolve_model_path(cfg.model.name_or_path)
+    data_ref = t.build_dataset(cfg)
+    ds = load_dataset(cfg, data_ref)
+    check_dataset(ds, cfg, recipes)
+    dataset = {"key": data_ref, **ds.stats()}
     tracker = tracker_for(cfg)
     parent = tracker.start_run(f"compare-{cfg.preset}", tags={"preset": cfg.preset})
     tracker.log_params(parent, {"preset": cfg.preset, "methods": [r.slug for r in recipes],
-                                "seeds": cfg.seeds, "model": cfg.model.name_or_path})
+                                "seeds": cfg.seeds, "model": cfg.model.name_or_path,
+                                "dataset": data_ref, "dataset_fingerprint": ds.fingerprint})
     try:
-        data_key = t.build_dataset(cfg)
-        ds = pipeline.load_dataset(cfg, data_key)
-        dataset = {"key": data_key, **ds.stats()}
-        tracker.log_params(parent, {"dataset_fingerprint": ds.fingerprint})
-        base_ref = t.build_base(cfg, data_key)
-        retention_before = t.base_retention(cfg, base_ref, data_key)
+        base_ref = t.build_base(cfg, data_ref)
+        retention_before = t.base_retention(cfg, base_ref, data_ref)
         if retention_before is not None:
             tracker.log_metrics(parent, {"base_retention_em": retention_before})
         logger.info("base model %s, retention EM before training %s", base_ref, retention_before)
         methods: dict[str, dict[str, Any]] = {}
         for recipe in recipes:
             per_seed = [
-                run_recipe_stages(cfg, recipe, s, data_key, base_ref, retention_before, parent,
+                run_recipe_stages(cfg, recipe, s, data_ref, base_ref, retention_before, parent,
                                   ds.fingerprint)
                 for s in range(cfg.seeds)
             ]
@@ -148,6 +173,8 @@ class RecipeParams(BaseModel):
     preset: str | None = "smoke"
     config_file: str | None = None
     seeds: int = Field(1, ge=1)
+    data: str | None = Field(None, description="As in CompareParams.")
+    model: str | None = Field(None, description="As in CompareParams.")
     overrides: list[str] = Field(default_factory=list)
     recipes_dirs: list[str] = Field(default_factory=list)
 
@@ -155,6 +182,6 @@ class RecipeParams(BaseModel):
 @flow(name="run-recipe-standalone", flow_run_name="{params.recipe}")
 def run_recipe(params: RecipeParams) -> dict[str, Any]:
     cfg = CompareParams(preset=params.preset, config_file=params.config_file,
-                        methods=[params.recipe], seeds=params.seeds,
-                        overrides=params.overrides).config()
+                        methods=[params.recipe], seeds=params.seeds, data=params.data,
+                        model=params.model, overrides=params.overrides).config()
     return compare(cfg, params.recipes_dirs)

@@ -51,7 +51,8 @@ def _quiet_services() -> None:
 
 def _run_compare(preset: str | None, config: Path | None, methods: str | None, seeds: int | None,
                  results: Path | None, overrides: list[str], artifact_root: str | None,
-                 recipes_dir: list[Path] | None) -> dict:
+                 recipes_dir: list[Path] | None, data: str | None = None,
+                 model: str | None = None) -> dict:
     from flows.compare import CompareParams, compare_methods
     from pit.recipe import all_recipes, select_recipes
     from pit.report import render_table, write_results
@@ -62,6 +63,7 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
         preset=preset, config_file=str(config) if config else None,
         methods=[m.strip() for m in methods.split(",")] if methods else None,
         seeds=seeds, overrides=overrides, artifact_root=artifact_root, recipes_dirs=dirs,
+        data=data, model=model,
     )
     cfg = params.config()
     chosen = select_recipes(cfg.methods, [Path(d) for d in dirs])
@@ -75,8 +77,8 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
     doc = compare_methods(params)
     doc["seconds"] = round(time.time() - started, 1)
     table = render_table(doc["methods"], all_recipes([Path(d) for d in dirs]),
-                         f"pit {cfg.preset} (model: {cfg.model.name_or_path}, "
-                         f"{doc['seconds']:.0f} s)")
+                         f"pit {cfg.preset} (data: {cfg.data.source}, model: "
+                         f"{cfg.model.name_or_path}, {doc['seconds']:.0f} s)")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     if results:
         write_results(results, doc)
@@ -100,6 +102,12 @@ def compare(
     methods: Annotated[str | None, typer.Option(
         help="Comma-separated recipe slugs, 'main' (the paper's table) or 'all'.")] = None,
     seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per recipe.")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="Data set: a folder, s3:// URL or store key from `pit data synth` / `pit data wiki`, "
+        "or 'synthetic' (same as --set data.source=...).")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Model to start from: a Hugging Face id, a folder, an s3:// URI, or 'embedded' "
+        "(same as --set model.name_or_path=...).")] = None,
     results: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
     artifact_root: Annotated[str | None, typer.Option(
         help="Where data, models and checkpoints go: a folder or s3://bucket/prefix.")] = None,
@@ -107,12 +115,12 @@ def compare(
         help="A folder of your own recipe YAML files (repeatable).")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Run recipes on one world and base model; print a table beside the paper's."""
+    """Run recipes on one data set and base model; print a table beside the paper's."""
     if not preset and not config:
         preset = "smoke"
     try:
         _run_compare(preset, config, methods, seeds, results, set_ or [], artifact_root,
-                     recipes_dir)
+                     recipes_dir, data, model)
     except PitError as e:
         _fail(e)
 

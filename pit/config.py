@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pit.errors import ConfigError
+from pit.storage import StorageConfig
 
 
 class _Section(BaseModel):
@@ -42,8 +43,33 @@ class WorldConfig(_Section):
         13, ge=1, le=13,
         description="Facts stated in each entity's documents; every stated fact is asked.",
     )
+
+
+class DataConfig(_Section):
+    """Which knowledge data set a comparison trains on, and which rows play which part.
+
+    The synthetic world is one source among others: any data set published by
+    `pit data synth` or `pit data wiki` (a folder, an s3:// URL, or a key of the
+    artifact store) goes through every recipe the same way.
+    """
+
+    source: str = Field(
+        "synthetic",
+        description="'synthetic' builds the world of the `world` section; otherwise a "
+        "published data set: a local folder, an s3:// URL, or a key of the artifact store.",
+    )
+    test_domain: str = Field(
+        "films", description="Domain whose test documents are learned and test QA evaluated."
+    )
+    cross_domains: list[str] | None = Field(
+        None,
+        description="Domains that train QA and train documents come from when "
+        "train.cross_domain is on; unset: every domain but the test domain.",
+    )
     retention_questions: int = Field(
-        60, ge=1, description="Held-out questions about old films used to measure forgetting."
+        60, ge=0,
+        description="Old-world questions held out of all training, asked before and after "
+        "training to measure forgetting; 0 turns retention off.",
     )
 
 
@@ -169,19 +195,24 @@ class TrackingConfig(_Section):
     experiment: str = Field("pit", description="MLflow experiment of this comparison.")
 
 
+# Fields that moved, by their old dotted path: configs that still use them keep working.
+MOVED_FIELDS = {
+    "artifact_root": "storage.root",
+    "world.retention_questions": "data.retention_questions",
+}
+
+
 class PitConfig(_Section):
-    """A whole comparison: world, model, training, evaluation and tracking."""
+    """A whole comparison: data, model, training, evaluation, tracking and storage."""
 
     preset: str = "custom"
     workdir: str = Field("pit-runs", description="Local folder for data, models, runs.")
-    artifact_root: str | None = Field(
-        None, description="Where data sets, base models and checkpoints go: a folder or s3://..."
-    )
     methods: list[str] = Field(
         default_factory=lambda: ["closed-book", "open-book", "cpt", "cpt-it", "mix-all", "pit"],
         description="Recipe slugs to run; 'all' runs every recipe.",
     )
     seeds: int = Field(1, ge=1, description="Seeds per recipe; metrics are averaged.")
+    data: DataConfig = DataConfig()
     world: WorldConfig = WorldConfig()
     model: ModelConfig = ModelConfig()
     base: BaseTrainConfig = BaseTrainConfig()
@@ -189,6 +220,44 @@ class PitConfig(_Section):
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig,
+        description="Where data sets, models and checkpoints go (a folder or s3://bucket/prefix) "
+        "and how S3 is reached; unset root: <workdir>/artifacts.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settle_fields(cls, data: Any) -> Any:
+        """Read moved fields at their new place; the artifact root follows the workdir."""
+        if not isinstance(data, dict):
+            return data
+        data = _move_fields(data)
+        storage = data.get("storage")
+        if storage is None or isinstance(storage, dict):
+            storage = dict(storage or {})
+            if storage.get("root") in (None, ""):
+                workdir = data.get("workdir", cls.model_fields["workdir"].default)
+                storage["root"] = str(Path(workdir) / "artifacts")
+            data["storage"] = storage
+        return data
+
+
+def _move_fields(data: dict[str, Any]) -> dict[str, Any]:
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in MOVED_FIELDS.items():
+        *old_parents, old_leaf = old.split(".")
+        node = data
+        for part in old_parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or old_leaf not in node:
+            continue
+        value = node.pop(old_leaf)
+        section, leaf = new.split(".")
+        target = data.setdefault(section, {})
+        if isinstance(target, dict) and leaf not in target and value is not None:
+            target[leaf] = value
+    return data
 
 
 def _format_errors(err: ValidationError) -> list[str]:

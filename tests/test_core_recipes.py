@@ -1,8 +1,9 @@
 import pytest
 
-from pit.config import TrainConfig, WorldConfig
+from pit.config import DataConfig, TrainConfig, WorldConfig
+from pit.data.views import training_view
 from pit.data.world import build_world
-from pit.errors import ConfigError, DataError, UnknownRecipeError
+from pit.errors import ConfigError, UnknownRecipeError
 from pit.modeling import train_tokenizer
 from pit.recipe import MAIN_ORDER, all_recipes, select_recipes
 from pit.train.batches import epoch_batches, resolve_source, stage_examples
@@ -14,8 +15,14 @@ TABLE_SLUGS = ["closed-book", "open-book", "cpt", "cpt-it", "cpt-it-no-forget",
 
 
 @pytest.fixture(scope="module")
-def world():
+def full_world():
     return build_world(WorldConfig(n_old=4, n_train=5, n_test=3, n_cross=4, paraphrases=2))
+
+
+@pytest.fixture(scope="module")
+def world(full_world):
+    """What a recipe stage sees of the world: films, old rows of every domain."""
+    return training_view(full_world, DataConfig(), cross_domain=False)
 
 
 @pytest.fixture(scope="module")
@@ -91,20 +98,21 @@ def test_interleaved_attaches_each_qa_to_its_own_document(world, builder):
     assert len(examples) == len(train_docs)
 
 
-def test_cross_domain_takes_train_data_from_the_second_domain(world):
+def test_cross_domain_takes_train_data_from_the_other_domains(full_world):
     stage = all_recipes()["pit"].stages[0]
-    rows = resolve_source(world, stage.sources[1], TrainConfig(cross_domain=True))
+    view = training_view(full_world, DataConfig(), cross_domain=True)
+    rows = resolve_source(view, stage.sources[1], TrainConfig())
     assert rows and {r["domain"] for r in rows} == {"novels"}
-    test_rows = resolve_source(world, all_recipes()["pit"].stages[1].sources[0],
-                               TrainConfig(cross_domain=True))
-    assert {r["domain"] for r in test_rows} == {"films"}
+    test_rows = resolve_source(view, all_recipes()["pit"].stages[1].sources[0], TrainConfig())
+    assert test_rows and {r["domain"] for r in test_rows} == {"films"}
 
 
-def test_cross_domain_without_a_second_domain_says_how_to_get_one():
-    world = build_world(WorldConfig(n_old=2, n_train=2, n_test=2, n_cross=0))
-    stage = all_recipes()["pit"].stages[0]
-    with pytest.raises(DataError, match="n_cross"):
-        resolve_source(world, stage.sources[0], TrainConfig(cross_domain=True))
+def test_the_test_domain_is_a_config_fact_not_a_name_in_the_code(full_world):
+    """With novels as the test domain, train rows are novels and no film trains."""
+    renamed = training_view(full_world, DataConfig(test_domain="novels"), cross_domain=False)
+    assert {d["domain"] for d in renamed.docs_where("train")} == {"novels"}
+    cross = training_view(full_world, DataConfig(test_domain="novels"), cross_domain=True)
+    assert {d["domain"] for d in cross.docs_where("train")} == {"films"}
 
 
 def test_same_seed_same_batches_other_seed_other_order(world, builder):

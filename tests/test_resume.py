@@ -26,7 +26,9 @@ from prefect import flow
 from safetensors.torch import load_file
 
 from pit import pipeline
+from pit.artifacts import store_for
 from pit.config import load_config
+from pit.keys import stage_output
 from pit.recipe import select_recipes
 from pit.tracking import Tracker
 from pit.train.checkpoint import list_checkpoints
@@ -95,16 +97,21 @@ def test_killed_stage_resumes_on_retry_with_identical_weights_metrics_and_run(
         prepared, prefect_harness, capfd):
     cfg, data, base = prepared
     recipe = select_recipes(["cpt"])[0]
-    store = pipeline.store_for(cfg)
+    store = store_for(cfg)
     tracker = Tracker(cfg.tracking.tracking_uri, cfg.tracking.experiment)
 
     ref_run = tracker.start_run("reference")
     inline = cfg.model_copy(update={"train": cfg.train.model_copy(update={"launcher": "inline"})})
     ref_key, ref_metrics = pipeline.run_stage(inline, recipe, 0, base, data, ref_run, 0)
+    reference = load_file(Path(store.url(ref_key)) / "model.safetensors")
+    # The same stage lands on the same key: withdraw the reference's outputs so that the
+    # stage trains again, from scratch, in its own process.
+    fp = pipeline.load_dataset(cfg, data).fingerprint
+    prefix = stage_output(cfg, recipe.stages[0], 0, base, fp, 0).checkpoints
+    store.rm(ref_key)
+    store.rm(prefix)
 
     run_id = tracker.start_run("killed-and-resumed")
-    stage_hash = pipeline.stage_fingerprint(cfg, recipe, 0, base, data, 0)
-    prefix = pipeline.checkpoint_prefix(recipe, 0, run_id, 0, stage_hash)
     killer = Killer(store, prefix)
     killer.start()
     try:
@@ -126,8 +133,8 @@ def test_killed_stage_resumes_on_retry_with_identical_weights_metrics_and_run(
 
     key, metrics = state.result()
     assert metrics == ref_metrics
+    assert key == ref_key
     final = load_file(Path(store.url(key)) / "model.safetensors")
-    reference = load_file(Path(store.url(ref_key)) / "model.safetensors")
     assert final.keys() == reference.keys()
     assert all(torch.equal(final[k], reference[k]) for k in final)
 

@@ -78,9 +78,10 @@ def complete(run: dict, url: str) -> bool:
 def test_dataset_base_model_checkpoints_and_stage_models_are_published_in_the_bucket(s3_run):
     manifests = [k for k in s3_run["keys"] if k.endswith("/MANIFEST.json")]
     kinds = {k.split("/")[1] for k in manifests if k.startswith("pit/")}
-    assert {"datasets", "models", "runs"} <= kinds
-    assert any("/checkpoints/stage-0-" in k and "/step-" in k for k in manifests)
-    assert any(k.endswith("/cpt-s0/stage-0/MANIFEST.json") for k in manifests)
+    assert {"datasets", "models", "stages", "checkpoints"} <= kinds
+    assert any(k.startswith("pit/checkpoints/s0-test_docs+train_qa-") and "/step-" in k
+               for k in manifests)
+    assert any(k.startswith("pit/stages/s0-test_docs+train_qa-") for k in manifests)
     assert any(k.endswith("/model.safetensors") and "/checkpoints/" in k for k in s3_run["keys"])
     assert not [k for k in s3_run["keys"] if k.endswith((".bin", ".pt", ".pkl"))]
 

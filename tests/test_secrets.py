@@ -76,7 +76,7 @@ def test_the_secret_key_appears_in_no_log_mlflow_record_prefect_artifact_or_file
     assert ok.exit_code == 0, ok.output + repr(ok.exception)
     doc = json.loads((work / "r.json").read_text())
     run = MlflowClient(mlflow_server.url).get_run(doc["methods"]["cpt"]["mlflow_run_id"])
-    assert run.data.tags["pit.stage0.model"].startswith(f"{s3_bucket}/pit/runs/")
+    assert run.data.tags["pit.stage0.model"].startswith(f"{s3_bucket}/pit/stages/")
 
     failed = CliRunner().invoke(app, ["compare", "--preset", "smoke", "--methods", "cpt",
                                       "--artifact-root", "s3://pit-no-such-bucket/x",

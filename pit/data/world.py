@@ -313,14 +313,6 @@ def build_world(cfg: WorldConfig) -> KnowledgeDataset:
     return KnowledgeDataset(docs=docs, qa=qa, meta=meta)
 
 
-def retention_questions(ds: KnowledgeDataset, n: int, seed: int = 0) -> list[dict]:
-    """Held-out old-world questions: what the base can answer, never trained on as QA pairs."""
-    import hashlib
-
-    old = ds.qa_where("old")
-    return sorted(old, key=lambda q: hashlib.sha256(f"{seed}:{q['qa_id']}".encode()).digest())[:n]
-
-
 def reading_passages(cfg: WorldConfig, n: int, seed: int) -> list[tuple[str, str, str]]:
     """`n` (document, question, answer) triples about films that exist nowhere else.
 
@@ -338,7 +330,7 @@ def reading_passages(cfg: WorldConfig, n: int, seed: int) -> list[tuple[str, str
     }
     out = []
     for i in range(n):
-        title = f"{namer.word(2)} {rng.choice(_NOUN)}"  # never a world title: those start "Adj Noun"
+        title = f"{namer.word(2)} {rng.choice(_NOUN)}"  # world titles are "Adj Noun"
         film = _film(rng, pools, f"reading-{i}", title, "reading")
         attrs = _stated(film, cfg, rng)
         text = rng.choice(_documents(film, attrs, cfg, rng))

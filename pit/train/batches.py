@@ -30,20 +30,13 @@ class Batch:
 def resolve_source(
     ds: KnowledgeDataset, source: Source, train: TrainConfig, exclude_qa: set[str] | None = None
 ) -> list[dict[str, Any]]:
-    """The rows a source names; `limit` keeps a fixed, seeded sample."""
-    domain = "films"
-    if source.name.startswith("train") and train.cross_domain:
-        others = [d for d in ds.domains if d != "films"]
-        if not others:
-            from pit.errors import DataError
+    """The rows a source names; `limit` keeps a fixed, seeded sample.
 
-            raise DataError(
-                "train.cross_domain is on but the data set has no second domain; "
-                "build a world with world.n_cross > 0 or a wiki data set with other domains"
-            )
-        domain = others[0]
+    `ds` is already narrowed to the stage's domains (`pit.data.views.training_view`:
+    the test domain, or the cross domains for train rows), so a source is a split.
+    """
     split, table = source.name.split("_")
-    rows = ds.qa_where(split, domain) if table == "qa" else ds.docs_where(split, domain)
+    rows = ds.qa_where(split) if table == "qa" else ds.docs_where(split)
     if exclude_qa and table == "qa":
         rows = [r for r in rows if r["qa_id"] not in exclude_qa]
     if source.limit is not None:

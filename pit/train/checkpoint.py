@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pit.config import CheckpointConfig
-from pit.storage import MANIFEST, Store, file_sha256
+from pit.storage import MANIFEST, CorruptOutputError, Store, local_problems
 from pit.train.loop import Callback, Position, StageState
 
 log = logging.getLogger(__name__)
@@ -126,40 +125,25 @@ def latest_checkpoint(
     return None
 
 
-def _local_copy(store: Store, key: str, cache_dir: Path) -> Path:
-    if store.is_local:
-        return Path(store.url(key))
-    dest = cache_dir / key
-    shutil.rmtree(dest, ignore_errors=True)
-    return store.get_dir(key, dest)
-
-
-def _local_problems(folder: Path, manifest: dict[str, Any]) -> list[str]:
-    bad = []
-    for rel, entry in sorted(manifest["files"].items()):
-        path = folder / rel
-        if not path.is_file():
-            bad.append(f"{rel} is missing")
-        elif path.stat().st_size != entry["size"] or file_sha256(path) != entry["sha256"]:
-            bad.append(f"{rel} does not match its size or sha256")
-    return bad
-
-
 def fetch_latest(
     store: Store, prefix: str, fingerprint: str | None, cache_dir: Path
 ) -> tuple[Checkpoint, Path] | None:
     """The newest intact checkpoint, as a local folder verified file by file against its sha256.
 
     Unlike :func:`latest_checkpoint` with `hashes`, each file is read once:
-    downloaded, then hashed on the local disk.
+    a remote checkpoint is checked as it is copied into `cache_dir` (see
+    :meth:`Store.fetch_dir`), a local one is hashed where it lies.
     """
     for ckpt in _candidates(store, prefix, fingerprint):
         if not store.verify(ckpt.key):
             log.warning("skipping checkpoint %s: its files do not match its manifest",
                         store.url(ckpt.key))
             continue
-        folder = _local_copy(store, ckpt.key, cache_dir)
-        bad = _local_problems(folder, ckpt.manifest)
+        try:
+            folder = store.fetch_dir(ckpt.key, cache_dir)
+            bad = local_problems(folder, ckpt.manifest["files"]) if store.is_local else []
+        except CorruptOutputError as e:
+            bad = e.problems
         if bad:
             log.warning("skipping corrupt checkpoint %s: %s; using the one before it",
                         store.url(ckpt.key), "; ".join(bad))

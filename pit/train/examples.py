@@ -20,9 +20,8 @@ continued pre-training gives answer-span tokens inside documents a weight of
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import re
+from dataclasses import dataclass
 
 from pit.errors import DataError
 

@@ -8,11 +8,11 @@ and its retry starts a fresh child that resumes from the newest checkpoint.
 Going through accelerate makes the same command serve one CPU, one GPU and
 every GPU of a node (`train.num_processes`).
 
-The parent writes a JSON spec (config, recipe, stage, input keys, MLflow run
-id) and reads back a JSON result (the stage model's key and metrics). Errors
-a user can fix (a missing model, a missing bucket) come back as the same
-`PitError` with the same message, so the task does not retry them; anything
-else is a :class:`TrainingProcessError` with the child's last lines of output.
+The parent writes a JSON spec (a `StageJob`: config, recipe, stage, inputs,
+MLflow run id) and reads back a JSON result (the stage model's key and
+metrics). Errors a user can fix (a missing model, a missing bucket) come back
+as the same `PitError` with the same message, so the task does not retry
+them; anything else is a :class:`TrainingProcessError` with the child's last lines of output.
 
 Start cost: the child imports torch, transformers and mlflow again, which is
 seconds on a laptop and nothing beside a GPU stage; `train.launcher=inline`
@@ -31,11 +31,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from pit import errors
 from pit.config import PitConfig
-from pit.recipe import Recipe
+from pit.train.runner import StageJob, StageRunner
 
 _TAIL_LINES = 30
 
@@ -46,18 +44,6 @@ class TrainingProcessError(RuntimeError):
     Not a :class:`~pit.errors.PitError`: nothing in the input is wrong, and
     a retry resumes from the newest checkpoint.
     """
-
-
-class StageJob(BaseModel):
-    """Everything one stage needs, as plain data that survives a trip through a JSON file."""
-
-    config: PitConfig
-    recipe: Recipe
-    index: int
-    model_ref: str
-    data_key: str
-    run_id: str | None = None
-    seed: int = 0
 
 
 def process_count(cfg: PitConfig) -> tuple[int, bool]:
@@ -126,9 +112,8 @@ def launch_stage(job: StageJob) -> tuple[str, dict[str, float]]:
             raise _rebuild(kind, result["message"])
         raise TrainingProcessError(result["message"])
     if rc != 0 or not result:
-        where = f"{job.recipe.slug} stage {job.index} (seed {job.seed})"
         raise TrainingProcessError(
-            f"the training process of {where} {_describe(rc)} before publishing its model; "
+            f"the training process of {job.where} {_describe(rc)} before publishing its model; "
             f"a retry resumes from its newest checkpoint. Last output:\n" + "".join(tail)
         )
     return result["key"], result["metrics"]
@@ -143,8 +128,6 @@ def _rebuild(kind: type[errors.PitError], message: str) -> errors.PitError:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of each launched process: train the stage of the spec, write the result."""
-    from pit import pipeline
-
     args = sys.argv[1:] if argv is None else argv
     spec = Path(args[0])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -160,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.replace(result_path)
 
     try:
-        key, metrics = pipeline.train_stage_job(job.config, job.recipe, job.index, job.model_ref,
-                                                job.data_key, job.run_id, job.seed)
+        key, metrics = StageRunner(job).run()
     except errors.PitError as e:
         if is_main:
             write({"error": type(e).__name__, "message": str(e)})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -92,11 +93,25 @@ class StageState:
 
 
 class Callback:
-    """Hooks after each optimiser step and each epoch; callbacks run in the order given."""
+    """Hooks after each optimiser step and each epoch; callbacks run in the order given.
+
+    All callbacks of an epoch see one `metrics` dict: a callback may add to it
+    (the evaluation adds its scores) and those after it see the additions.
+    A callback that must survive a resume keeps its state in `state_dict`;
+    a checkpoint stores it under the callback's `name` and hands it back to
+    `load_state_dict` before training continues.
+    """
+
+    name: str = "callback"
 
     def on_step_end(self, state: StageState, loss: float, kind: str, lr: float) -> None: ...
 
     def on_epoch_end(self, state: StageState, metrics: dict[str, float]) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def train_stage(

@@ -1,0 +1,65 @@
+"""The artifact store of a comparison, and local folders of what is published there.
+
+Training and evaluation read models and data sets through `from_pretrained`
+and `load_from_disk`, which want a local folder. On a local store the
+published folder is that folder; on S3 it is downloaded once into the work
+directory's cache. `local_folder` is the one place that decides how.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from pit.config import PitConfig
+from pit.errors import StorageError
+from pit.keys import is_store_key
+from pit.storage import Store
+
+
+def store_for(cfg: PitConfig) -> Store:
+    return Store(cfg.storage)
+
+
+def cache_root(cfg: PitConfig, store: Store) -> Path:
+    """Downloads of one store go under the work directory, apart from other stores'."""
+    tag = hashlib.sha256(store.root.encode()).hexdigest()[:12]
+    return Path(cfg.workdir) / "cache" / tag
+
+
+def local_folder(store: Store, key: str, cache: Path) -> Path:
+    """A local folder holding the published output `key` (downloaded once if remote)."""
+    if store.is_local:
+        return Path(store.url(key))
+    dest = cache / (key or "root")
+    if (dest / ".complete").exists():
+        return dest
+    if store.cached(key) is None:
+        raise StorageError(
+            f"{store.url(key)} is not a complete published output (no valid manifest); "
+            "publish it again or check the key"
+        )
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    store.get_dir(key, tmp)
+    (tmp / ".complete").touch()
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def published_folder(cfg: PitConfig, key: str) -> Path:
+    """A local folder of an output of this comparison's store."""
+    store = store_for(cfg)
+    return local_folder(store, key, cache_root(cfg, store))
+
+
+def model_path(cfg: PitConfig, ref: str) -> str:
+    """Where `from_pretrained` finds a model reference: a published key or an external id."""
+    return str(published_folder(cfg, ref)) if is_store_key(ref) else ref
+
+
+def model_url(cfg: PitConfig, ref: str) -> str:
+    """A model reference as users paste it: the store URL of a key, else the id itself."""
+    return store_for(cfg).url(ref) if is_store_key(ref) else ref

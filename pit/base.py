@@ -1,0 +1,95 @@
+"""The base model every recipe starts from: the embedded model pre-trained on the old split.
+
+A pretrained model (any `model.name_or_path` but `embedded`) is its own base:
+it already knows the old world, brings its own tokenizer, and is not
+pre-trained here. The embedded model learns the old world from scratch, with
+the retention questions held out, so retention measures what it can still
+answer about facts it read, not pairs it memorised.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from pit.artifacts import store_for
+from pit.config import PitConfig, TrainConfig, WorldConfig
+from pit.data.dataset import KnowledgeDataset
+from pit.data.source import load_dataset
+from pit.data.views import retention_ids
+from pit.data.world import reading_passages
+from pit.device import accelerator, prepare
+from pit.keys import base_key
+from pit.modeling import build_embedded_model, save_model, train_tokenizer
+from pit.progress import bar
+from pit.recipe import Source, Stage
+from pit.train.batches import epoch_batches
+from pit.train.examples import Example, ExampleBuilder
+from pit.train.loop import train_stage
+
+
+def base_examples(cfg: PitConfig, ds: KnowledgeDataset, builder: ExampleBuilder,
+                  seed: int = 0) -> list[Example]:
+    """One epoch of the base model's world: old documents, old QA, reading comprehension.
+
+    The QA pairs teach the answer format a pretrained LLM already has. The reading
+    examples teach the skill the open-book setting measures, on contexts no memory
+    can answer: on a synthetic world, films drawn afresh for every epoch; on other
+    data, old documents. None of it mentions a train or test entity, and no
+    held-out retention question is among the pairs.
+    """
+    rng = random.Random(seed)
+    held_out = retention_ids(ds, cfg.data)
+    old_docs = ds.docs_where("old")
+    examples = [builder.document(d["text"]) for d in old_docs]
+    old_qa = [q for q in ds.qa_where("old") if q["qa_id"] not in held_out]
+    examples += [builder.qa(q["question"], q["answers"][0]) for q in old_qa]
+    first_doc: dict[str, dict] = {}
+    for d in old_docs:
+        first_doc.setdefault(d["entity_id"], d)
+    if ds.meta.get("kind") == "synthetic":
+        world = WorldConfig.model_validate(ds.meta["world"])
+        passages = reading_passages(world, len(first_doc), seed)
+    else:
+        passages = [(first_doc[q["entity_id"]]["text"], q["question"], q["answers"][0])
+                    for q in rng.sample(old_qa, min(len(first_doc), len(old_qa)))
+                    if q["entity_id"] in first_doc]
+    examples += [builder.open_book(text, q, a) for text, q, a in passages]
+    return examples
+
+
+def _tokenizer_texts(ds: KnowledgeDataset) -> list[str]:
+    """The old world only: the tokenizer, like the base, never sees a train or test entity."""
+    return [d["text"] for d in ds.docs_where("old")] + [
+        f"Question: {q['question']} Answer: {q['answers'][0]}" for q in ds.qa_where("old")
+    ]
+
+
+def build_base(cfg: PitConfig, data_ref: str) -> str:
+    """Pre-train (or reuse) the base model; return a key, or the external model reference."""
+    if cfg.model.name_or_path != "embedded":
+        return cfg.model.name_or_path
+    store = store_for(cfg)
+    ds = load_dataset(cfg, data_ref)
+    key = base_key(cfg, ds.fingerprint)
+    if store.cached(key) is not None:
+        return key
+    tokenizer = train_tokenizer(_tokenizer_texts(ds), cfg.model.vocab_size)
+    model = build_embedded_model(cfg.model, tokenizer, seed=cfg.base.seed)
+    builder = ExampleBuilder(tokenizer, cfg.model.max_seq_len)
+    tcfg = TrainConfig(doc_lr=cfg.base.lr, qa_lr=cfg.base.lr, doc_batch_size=cfg.base.batch_size,
+                       qa_batch_size=cfg.base.batch_size, seed=cfg.base.seed)
+    stage = Stage(sources=[Source(name="old_docs"), Source(name="old_qa")], epochs=cfg.base.epochs)
+    seeds = [cfg.base.seed * 1000 + e for e in range(cfg.base.epochs)]
+    epochs = [epoch_batches(base_examples(cfg, ds, builder, s), stage, tcfg, s) for s in seeds]
+    acc = accelerator()
+    torch.manual_seed(cfg.base.seed)
+    model, optimizer = prepare(acc, model, tcfg)
+    with bar(sum(len(e) for e in epochs), "pre-training base model") as advance:
+        train_stage(model, epochs, tcfg, {"doc": cfg.base.lr, "qa": cfg.base.lr},
+                    tokenizer.pad_token_id, acc, optimizer, progress=advance)
+    with store.staging(key, {"kind": "base-model", "dataset": data_ref,
+                             "dataset_fingerprint": ds.fingerprint}) as folder:
+        save_model(acc.unwrap_model(model), tokenizer, folder)
+    return key

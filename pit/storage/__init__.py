@@ -1,0 +1,60 @@
+"""The artifact store: every path pit reads or writes goes through here.
+
+Callers name outputs by *keys* (`"checkpoints/3f2a/step-000100"`) relative to
+one root, a local folder by default or `s3://bucket/prefix` for AWS or any
+S3-compatible store (MinIO), and never learn which backend they are on.
+
+Four promises the rest of pit builds on:
+
+* **Atomic publish** (`store.py`). An output is a folder with a
+  `MANIFEST.json` of every file's size and sha256, written last; readers
+  trust only folders with a manifest, so none ever sees half an output.
+* **Retries** (`faults.py`, `backend.py`). Every operation is retried with
+  exponential backoff on transient failures (connection refused or reset,
+  timeouts, 5xx, throttling); after the last attempt a
+  :class:`~pit.errors.StorageError` names the endpoint and the fix.
+* **Verified local copies** (`cache.py`). :meth:`Store.fetch_dir` gives the
+  local folder of an output: downloaded once, checked against the manifest,
+  shared safely by processes, fetched again when the key is republished.
+* **No secrets.** Credentials come only from the standard AWS environment
+  variables, shared profiles or an instance role; the config holds at most
+  a profile *name*. Error messages and log records are scrubbed of the
+  secret key and session token even if a backend echoes them.
+
+Content addressing (:func:`fingerprint`, `hashing.py`) lives here too: an
+output's key carries a hash of its config and its inputs, and
+:meth:`Store.cached` says whether that output is already finished, so it
+can be reused.
+"""
+
+from pit.storage.backend import Backend
+from pit.storage.cache import MARKER
+from pit.storage.config import StorageConfig
+from pit.storage.faults import is_transient, retry_call
+from pit.storage.hashing import file_sha256, fingerprint
+from pit.storage.manifest import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    CorruptOutputError,
+    local_problems,
+    manifest_id,
+)
+from pit.storage.models import fetch_model
+from pit.storage.store import Store
+
+__all__ = [
+    "MANIFEST",
+    "MANIFEST_FORMAT",
+    "MARKER",
+    "Backend",
+    "CorruptOutputError",
+    "StorageConfig",
+    "Store",
+    "fetch_model",
+    "file_sha256",
+    "fingerprint",
+    "is_transient",
+    "local_problems",
+    "manifest_id",
+    "retry_call",
+]

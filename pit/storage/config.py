@@ -1,0 +1,66 @@
+"""Where the artifact store lives and how hard pit tries when it misbehaves."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class StorageConfig(BaseModel):
+    """Where artifacts live and how hard to try when the store misbehaves.
+
+    There are deliberately no key fields: configs end up in MLflow params and
+    Prefect UIs, so credentials stay in the environment where AWS tools look.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: str = Field(
+        "./pit-runs/artifacts",
+        description="Local folder or s3://bucket/prefix under which every output is stored.",
+    )
+    endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint for MinIO or another S3-compatible store. Unset: "
+        "AWS_ENDPOINT_URL_S3, then AWS_ENDPOINT_URL, then AWS itself.",
+    )
+    region: str | None = Field(
+        None, description="S3 region. Unset: AWS_REGION / AWS_DEFAULT_REGION or the profile's."
+    )
+    profile: str | None = Field(
+        None, description="Name of an AWS profile to take credentials from. Unset: AWS_PROFILE."
+    )
+    max_attempts: int = Field(
+        5, ge=1, description="Tries per operation before giving up on a transient failure."
+    )
+    backoff_s: float = Field(
+        0.5, ge=0, description="Wait before the second try; doubles on each further try."
+    )
+    backoff_max_s: float = Field(8.0, ge=0, description="Upper bound on one wait between tries.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Seconds to open a connection.")
+    read_timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for a response.")
+
+    @field_validator("root")
+    @classmethod
+    def _root_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("storage root is empty; give a folder or s3://bucket/prefix")
+        return v
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint_url {v!r} must start with http:// or https://")
+        return v
+
+    def resolved_endpoint(self) -> str | None:
+        """The endpoint S3 requests go to, resolved the way the AWS CLI resolves it."""
+        return (
+            self.endpoint_url
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or None
+        )
+

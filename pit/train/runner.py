@@ -1,0 +1,189 @@
+"""One recipe stage, trained in this process: setup, then fit, then publish.
+
+The order is torchtune's recipe lifecycle. `setup` gathers everything the
+stage needs (data, model, batches of every epoch, callbacks) and restores the
+newest intact checkpoint of this very stage, callbacks included; `fit` runs
+the training loop from there; `publish` writes the final model, with every
+epoch's metrics beside it, under the stage's content key. Each process that
+accelerate started runs all three; only the main one writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from pit.artifacts import model_path, store_for
+from pit.config import PitConfig, TrainConfig
+from pit.data.dataset import KnowledgeDataset
+from pit.data.source import load_dataset
+from pit.data.views import retention_ids, training_view
+from pit.device import accelerator, prepare
+from pit.evaluation import score
+from pit.keys import stage_output
+from pit.modeling import load_model, save_model
+from pit.progress import bar
+from pit.recipe import Recipe, Stage
+from pit.tracking import tracker_for
+from pit.train.batches import epoch_batches, stage_examples
+from pit.train.callbacks import Checkpointing, EpochEvaluation, EpochTracking, restore
+from pit.train.callbacks.checkpointing import kept
+from pit.train.callbacks.tracking import record_stage
+from pit.train.checkpoint import step_of
+from pit.train.examples import Example, ExampleBuilder
+from pit.train.loop import Callback, StageState, train_stage
+
+log = logging.getLogger(__name__)
+
+
+class StageJob(BaseModel):
+    """Everything one stage needs, as plain data that survives a trip through a JSON file."""
+
+    config: PitConfig
+    recipe: Recipe
+    index: int
+    model_ref: str
+    data_ref: str
+    run_id: str | None = None
+    seed: int = 0
+
+    @property
+    def stage(self) -> Stage:
+        return self.recipe.stages[self.index]
+
+    @property
+    def train(self) -> TrainConfig:
+        """The train section with this seed's offset: seed 0 is the configured seed."""
+        return self.config.train.model_copy(update={"seed": self.config.train.seed + self.seed})
+
+    @property
+    def where(self) -> str:
+        return f"{self.recipe.slug} stage {self.index} (seed {self.seed})"
+
+
+def examples_for(cfg: PitConfig, ds: KnowledgeDataset, stage: Stage, builder: ExampleBuilder,
+                 train: TrainConfig) -> list[Example]:
+    """One epoch's examples of a stage: rows of its domains, retention questions left out."""
+    view = training_view(ds, cfg.data, cfg.train.cross_domain)
+    return stage_examples(view, stage, builder, train, exclude_qa=retention_ids(ds, cfg.data))
+
+
+def stage_offset(recipe: Recipe, index: int, train: TrainConfig) -> int:
+    """Epochs before stage `index`: per-epoch metric steps run on across stages."""
+    return sum(s.resolved_epochs(train) for s in recipe.stages[:index])
+
+
+class StageRunner:
+    """Trains one stage: `run` calls `setup`, `fit` and `publish`, in that order."""
+
+    def __init__(self, job: StageJob) -> None:
+        self.job = job
+        self.cfg = job.config
+        self.store = store_for(job.config)
+
+    def setup(self) -> None:
+        job, cfg = self.job, self.cfg
+        self.accelerator = accelerator()
+        with self.accelerator.main_process_first():
+            ds = load_dataset(cfg, job.data_ref)
+            model, self.tokenizer = load_model(model_path(cfg, job.model_ref), cfg.model)
+        self.out = stage_output(cfg, job.stage, job.index, job.model_ref, ds.fingerprint, job.seed)
+        self._batches(ds)
+        torch.manual_seed(job.train.seed * 7919 + job.index)
+        self.model, self.optimizer = prepare(self.accelerator, model, job.train)
+        self.callbacks = self._callbacks(ds)
+        self.state = StageState()
+        if cfg.checkpoint.enabled:
+            resumed = restore(self.store, self.out.checkpoints, self.out.hash,
+                              Path(cfg.workdir) / "cache" / "checkpoints", self.accelerator,
+                              self.model, self.optimizer, self.callbacks)
+            if resumed is not None:
+                self.state = resumed
+                pos = resumed.position
+                log.info("%s resumes after step %d (epoch %d, batch %d)", job.where, pos.step,
+                         pos.epoch, pos.batch)
+
+    def _batches(self, ds: KnowledgeDataset) -> None:
+        job = self.job
+        tcfg = job.train
+        builder = ExampleBuilder(self.tokenizer, self.cfg.model.max_seq_len)
+        examples = examples_for(self.cfg, ds, job.stage, builder, tcfg)
+        base_seed = tcfg.seed * 1_000_003 + job.index * 1009
+        self.epochs = [epoch_batches(examples, job.stage, tcfg, base_seed + e)
+                       for e in range(job.stage.resolved_epochs(tcfg))]
+
+    def _callbacks(self, ds: KnowledgeDataset) -> list[Callback]:
+        job, cfg = self.job, self.cfg
+        scored = job.stage.reads_test_docs and cfg.eval.eval_every_epoch
+
+        def score_now() -> dict[str, float]:
+            return score(cfg, self.accelerator.unwrap_model(self.model), self.tokenizer, ds)[0]
+
+        self.evaluation = EpochEvaluation(score_now if scored else None)
+        callbacks: list[Callback] = [self.evaluation]
+        self.tracker = None
+        if job.run_id and self.accelerator.is_main_process:
+            self.tracker = tracker_for(cfg)
+            offset = stage_offset(job.recipe, job.index, job.train)
+            callbacks.append(EpochTracking(self.tracker, job.run_id, offset))
+        self.checkpointing = None
+        if cfg.checkpoint.enabled:
+            self.checkpointing = Checkpointing(
+                self.store, self.out.checkpoints, cfg.checkpoint, accelerator=self.accelerator,
+                model=self.model, optimizer=self.optimizer,
+                epoch_sizes=[len(e) for e in self.epochs], fingerprint=self.out.hash,
+                tokenizer=self.tokenizer, on_saved=self._checkpoint_saved,
+                callbacks=list(callbacks),
+            )
+            callbacks.append(self.checkpointing)
+        return callbacks
+
+    def _checkpoint_saved(self, key: str) -> None:
+        if self.tracker and self.job.run_id:
+            self.tracker.set_tags(self.job.run_id, {
+                f"pit.stage{self.job.index}.last_checkpoint": self.store.url(key)})
+
+    def fit(self) -> None:
+        done = self.state.position.step
+        remaining = sum(len(e) for e in self.epochs) - done
+        if self.accelerator.is_main_process:
+            where = self.store.url(self.out.checkpoints) if self.checkpointing else "(off)"
+            log.info("%s: %d of %d steps to train on %d process(es); checkpoints under %s",
+                     self.job.where, remaining, remaining + done,
+                     self.accelerator.num_processes, where)
+        stage, tcfg = self.job.stage, self.job.train
+        peak = {"doc": stage.doc_lr or tcfg.doc_lr, "qa": stage.qa_lr or tcfg.qa_lr}
+        with bar(remaining, f"{self.job.recipe.slug} stage {self.job.index + 1}") as advance:
+            train_stage(self.model, self.epochs, tcfg, peak, self.tokenizer.pad_token_id,
+                        self.accelerator, self.optimizer, state=self.state,
+                        callbacks=self.callbacks, progress=advance)
+
+    def publish(self) -> tuple[str, dict[str, float]]:
+        """Publish the final model with its metrics; returns its key and last-epoch metrics."""
+        job, out = self.job, self.out
+        metrics = self.evaluation.last
+        if self.accelerator.is_main_process:
+            ck = self.checkpointing
+            saves = {"steps": [step_of(k) for k in ck.saved], "seconds": ck.seconds} if ck else {}
+            manifest = {"kind": "stage-model", "trained_for": job.recipe.slug,
+                        "stage": job.index, "seed": job.seed, "fingerprint": out.hash,
+                        "metrics": metrics, "checkpoints_this_attempt": saves,
+                        "history": self.evaluation.state_dict()["history"]}
+            with self.store.staging(out.key, manifest) as folder:
+                save_model(self.accelerator.unwrap_model(self.model), self.tokenizer, folder)
+            if self.tracker and job.run_id:
+                record_stage(self.tracker, job.run_id, job.index, self.store.url(out.key),
+                             self.store.url(out.checkpoints),
+                             {"checkpoints": kept(self.store, out.checkpoints),
+                              "fingerprint": out.hash, "saved_this_attempt": saves,
+                              "reused": False})
+        self.accelerator.wait_for_everyone()
+        return out.key, metrics
+
+    def run(self) -> tuple[str, dict[str, float]]:
+        self.setup()
+        self.fit()
+        return self.publish()
