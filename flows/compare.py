@@ -7,6 +7,7 @@ tasks: a retried task keeps writing to the same run.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -16,11 +17,15 @@ from pit.artifacts import model_url
 from pit.config import PitConfig, load_config
 from pit.data.checks import check_dataset
 from pit.data.source import SYNTHETIC, load_dataset
+from pit.data.views import demonstrations, eval_questions
+from pit.eval.chance import chance_exact_match
+from pit.eval.ordering import judge
 from pit.modeling import resolve_model_path
 from pit.recipe import Recipe, all_recipes, select_recipes
-from pit.report import aggregate, comparison_figure, comparison_rows, results_document
+from pit.report import aggregate, comparison_rows, figures, results_document
 from pit.tracking import tracker_for
 from pit.train.runner import stage_offset
+from pit.train.stages import stage_curve
 from tasks import training as t
 
 
@@ -101,17 +106,19 @@ def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_ref: str, 
     tracker.log_params(run_id, {**_recipe_params(recipe, cfg, seed), "base_model": base_ref,
                                 "dataset": data_ref, "dataset_fingerprint": dataset_fingerprint})
     try:
-        ref = base_ref
+        ref, keys = base_ref, []
         for i in range(len(recipe.stages)):
             ref, _ = t.run_stage(cfg, recipe, i, ref, data_ref, run_id, seed)
+            keys.append(ref)
         total = stage_offset(recipe, len(recipe.stages), cfg.train)
-        metrics = t.evaluate(cfg, recipe, ref, data_ref, run_id, retention_before, total, seed)
+        final = t.evaluate(cfg, recipe, ref, data_ref, run_id, retention_before, total, seed)
         tracker.set_tags(run_id, {"final_model": model_url(cfg, ref)})
     except BaseException:
         tracker.end_run(run_id, "FAILED")
         raise
     tracker.end_run(run_id)
-    return {"seed": seed, "run_id": run_id, "metrics": metrics}
+    return {"seed": seed, "run_id": run_id, "metrics": final["metrics"],
+            "per_question": final["per_question"], "curve": stage_curve(cfg, recipe, keys, seed)}
 
 
 @flow(name="compare-methods", flow_run_name="compare-{params.preset}")
@@ -152,9 +159,15 @@ def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, 
             methods[recipe.slug] = aggregate(per_seed)
             logger.info("%s: EM %.1f", recipe.slug, methods[recipe.slug]["exact_match"])
         known = all_recipes(recipes_dirs)
+        noise = {"chance_exact_match": chance_exact_match(eval_questions(ds, cfg.data),
+                                                          demonstrations(ds, cfg.data)),
+                 "test_questions": len(eval_questions(ds, cfg.data)),
+                 "gaps": [{**asdict(g), "verdict": g.verdict} for g in judge(methods)]}
+        tracker.log_metrics(parent, {"chance_exact_match": noise["chance_exact_match"]})
         tracker.log_table(parent, comparison_rows(methods, known), "comparison.json")
-        fig = comparison_figure(methods, known)
-        tracker.log_figure(parent, fig, "comparison.png")
+        tracker.log_dict(parent, noise["gaps"], "gaps.json")
+        for name, fig in figures(methods, known, retention_before).items():
+            tracker.log_figure(parent, fig, name)
         for slug, res in methods.items():
             tracker.log_metrics(parent, {f"{metric_name(slug)}/{m}": res[m] for m in
                                          ("exact_match", "answer_recall", "rouge_l")
@@ -163,7 +176,8 @@ def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, 
         tracker.end_run(parent, "FAILED")
         raise
     tracker.end_run(parent)
-    return results_document(cfg.preset, cfg.model.name_or_path, dataset, methods, parent)
+    return {**results_document(cfg.preset, cfg.model.name_or_path, dataset, methods, parent),
+            "base_retention_em": retention_before, **noise}
 
 
 class RecipeParams(BaseModel):

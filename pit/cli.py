@@ -54,8 +54,9 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
                  recipes_dir: list[Path] | None, data: str | None = None,
                  model: str | None = None) -> dict:
     from flows.compare import CompareParams, compare_methods
+    from pit.eval.ordering import Gap
     from pit.recipe import all_recipes, select_recipes
-    from pit.report import render_table, write_results
+    from pit.report import figures, render_gaps, render_table, write_results
 
     _quiet_services()
     dirs = [str(d) for d in recipes_dir or []]
@@ -76,12 +77,21 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
     started = time.time()
     doc = compare_methods(params)
     doc["seconds"] = round(time.time() - started, 1)
-    table = render_table(doc["methods"], all_recipes([Path(d) for d in dirs]),
+    known = all_recipes([Path(d) for d in dirs])
+    table = render_table(doc["methods"], known,
                          f"pit {cfg.preset} (data: {cfg.data.source}, model: "
                          f"{cfg.model.name_or_path}, {doc['seconds']:.0f} s)")
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    out.print(table)
+    out.print(render_gaps([Gap(**{k: v for k, v in g.items() if k != "verdict"})
+                           for g in doc.get("gaps", [])],
+                          doc.get("chance_exact_match"), doc.get("test_questions"), cfg.seeds))
     if results:
         write_results(results, doc)
+        for name, fig in figures(doc["methods"], known, doc.get("base_retention_em")).items():
+            path = results.with_name(f"{results.stem}-{name}")
+            fig.savefig(path, dpi=120)
+            console.print(f"figure: {path}")
         console.print(f"results: {results}")
     console.print(f"MLflow parent run {doc['mlflow_parent_run_id']}; "
                   "see it with `mlflow ui --backend-store-uri "

@@ -138,6 +138,11 @@ class TrainConfig(_Section):
         "QA of its own (cpt and the last stage of the PIT recipes), so the answer format "
         "survives (the paper keeps 64 in cpt).",
     )
+    replay_share: float = Field(
+        0.0, ge=0,
+        description="Old documents replayed per test document in stages with a `replay` source: "
+        "the trade between learning the new and keeping the old.",
+    )
     cross_domain: bool = Field(
         False, description="Take train QA and train docs from the second domain (novels)."
     )
@@ -178,11 +183,24 @@ class CheckpointConfig(_Section):
 
 
 class EvalConfig(_Section):
+    """How models are scored, and how often during training."""
+
     batch_size: int = Field(32, ge=1)
     max_new_tokens: int = Field(16, ge=1)
-    few_shot: int = Field(5, ge=0, description="Demonstrations for the untrained base model.")
-    eval_every_epoch: bool = Field(
-        True, description="Evaluate at the end of each epoch of the test-document stage."
+    few_shot: int = Field(
+        5, ge=0, description="Demonstrations for the untrained base model (closed and open book)."
+    )
+    every_epochs: int = Field(
+        1, ge=0,
+        description="Score every N-th epoch of a stage that reads the test documents (and its "
+        "last); 0: only at the end of each stage. Every stage is scored at its end.",
+    )
+    train_qa_sample: int = Field(
+        100, ge=0,
+        description="Train QA pairs answered after each stage: is the answer format kept?",
+    )
+    cloze: bool = Field(
+        True, description="Fill-in-the-blank recall of test facts: stored, if not extractable.",
     )
 
 

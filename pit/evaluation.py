@@ -7,6 +7,7 @@ three compare. Forgetting is the base's retention minus the model's.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from pit.artifacts import model_path
@@ -19,7 +20,9 @@ from pit.data.views import (
     eval_questions,
     retention_questions,
 )
+from pit.data.world import perplexity_floor
 from pit.device import device
+from pit.eval.cloze import cloze_items
 from pit.eval.evaluator import Evaluator
 from pit.modeling import load_model
 from pit.progress import bar
@@ -36,11 +39,39 @@ def score(cfg: PitConfig, model, tokenizer, ds: KnowledgeDataset, mode: str = "z
     with bar(len(questions), f"answering ({mode})") as advance:
         metrics, rows = ev.answer(questions, mode, docs_by_id, demonstrations(ds, cfg.data),
                                   progress=advance)
-    metrics["test_doc_ppl"] = ev.perplexity([d["text"] for d in eval_documents(ds, cfg.data)])
+    test_docs = eval_documents(ds, cfg.data)
+    metrics["test_doc_ppl"] = ev.perplexity([d["text"] for d in test_docs])
     retention = retention_questions(ds, cfg.data)
     if retention:
         metrics["retention_em"] = ev.answer(retention, "zero-shot")[0]["exact_match"]
+    metrics.update(diagnostics(cfg, ev, ds, questions, test_docs))
     return metrics, rows
+
+
+def diagnostics(cfg: PitConfig, ev: Evaluator, ds: KnowledgeDataset, questions: list[dict],
+                test_docs: list[dict]) -> dict[str, float]:
+    """What the score alone hides: format kept, facts stored, how low perplexity can go.
+
+    `train_qa_em` answers a fixed sample of train QA pairs (a model that forgot the
+    answer format scores near 0 here too); `cloze_recall` completes test-document
+    sentences cut before their answers (facts stored, whether or not questions
+    reach them); `test_doc_ppl_floor` is the synthetic world's lowest reachable
+    perplexity, beside which `test_doc_ppl` says how much of the documents was learned.
+    """
+    out: dict[str, float] = {}
+    train_qa = demonstrations(ds, cfg.data)
+    if cfg.eval.train_qa_sample and train_qa:
+        sample = random.Random(0).sample(train_qa, min(cfg.eval.train_qa_sample, len(train_qa)))
+        out["train_qa_em"] = ev.answer(sample, "zero-shot")[0]["exact_match"]
+    if cfg.eval.cloze:
+        items = cloze_items(questions, test_docs)
+        if items:
+            out["cloze_recall"] = ev.cloze(items)[0]
+    if ds.meta.get("kind") == "synthetic":
+        floor = perplexity_floor(test_docs, lambda t: len(ev._ids(t)))
+        if floor:
+            out["test_doc_ppl_floor"] = floor
+    return out
 
 
 def evaluate(

@@ -8,7 +8,9 @@ A stage reads one or more sources:
 - `train_qa`, `train_docs`: the training split (the second domain's when
   `train.cross_domain` is on);
 - `test_docs`: the documents whose facts are to be learned;
-- `old_docs`, `old_qa`: the base model's world, for replay against forgetting.
+- `old_docs`, `old_qa`: the base model's world, for replay against forgetting;
+- `replay`: old documents, `train.replay_share` of them per test document, mixed
+  into a stage that learns the new ones so the old world is kept.
 
 A source may take a `limit` (cpt keeps 64 train QA pairs so the answer format
 survives). `arrangement` says how QA pairs and documents meet in one stage:
@@ -32,14 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pit.config import TrainConfig
 from pit.errors import ConfigError, UnknownRecipeError
 
-SOURCES = ("train_qa", "train_docs", "test_docs", "old_docs", "old_qa")
+SOURCES = ("train_qa", "train_docs", "test_docs", "old_docs", "old_qa", "replay")
 EPOCH_FIELDS = ("pit_epochs", "it_epochs", "test_doc_epochs")
 
 
 class Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["train_qa", "train_docs", "test_docs", "old_docs", "old_qa"]
+    name: Literal["train_qa", "train_docs", "test_docs", "old_docs", "old_qa", "replay"]
     limit: int | str | None = Field(
         None, description="Keep only the first N items (or the train field naming N)."
     )
@@ -58,6 +60,10 @@ class Stage(BaseModel):
         None, description="Loss weight of answer-span tokens in documents (weighted cpt)."
     )
     other_token_weight: float = Field(1.0, ge=0)
+    cross_domain: bool = Field(
+        False, description="Read train_qa and train_docs from the cross domains (the paper's "
+        "cross-domain setting: learn to answer on other domains, be tested on films).",
+    )
 
     @field_validator("sources", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Any
 from pit.recipe import Recipe
 
 METRICS = ("exact_match", "answer_recall", "rouge_l", "f1", "test_doc_ppl", "retention_em",
-           "forgetting")
+           "forgetting", "train_qa_em", "cloze_recall", "test_doc_ppl_floor")
 
 
 def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -23,6 +23,11 @@ def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
             out[f"{m}_std"] = statistics.stdev(values)
     out["per_seed"] = [{"seed": s["seed"], "mlflow_run_id": s["run_id"], **s["metrics"]}
                        for s in per_seed]
+    questions = [s.get("per_question") or {} for s in per_seed]
+    if questions and questions[0]:
+        out["per_question"] = {q: statistics.fmean(p.get(q, 0.0) for p in questions)
+                               for q in questions[0]}
+    out["curve"] = per_seed[0].get("curve") or [] if per_seed else []
     out["mlflow_run_id"] = per_seed[0]["run_id"] if per_seed else None
     return out
 
@@ -116,6 +121,24 @@ def comparison_figure(methods: dict[str, dict[str, Any]], recipes: dict[str, Rec
     ax2.set_title("Retention (forgetting = base - this)")
     fig.tight_layout()
     return fig
+
+
+def figures(methods: dict[str, dict[str, Any]], recipes: dict[str, Recipe],
+            base_retention: float | None) -> dict[str, Any]:
+    """Every figure of a comparison, by file name: what MLflow and the results folder get."""
+    from pit.plots import curse_figure, forgetting_figure
+
+    out = {"comparison.png": comparison_figure(methods, recipes)}
+    curves = {slug: res["curve"] for slug, res in methods.items() if res.get("curve")}
+    if curves:
+        floors = [p.get("test_doc_ppl_floor") for c in curves.values() for p in c]
+        out["perplexity_curse.png"] = curse_figure(curves, next((f for f in floors if f), None))
+    points = [{"label": slug, "exact_match": res["exact_match"],
+               "retention_em": res["retention_em"]} for slug, res in methods.items()
+              if res.get("retention_em") is not None and res.get("exact_match") is not None]
+    if points:
+        out["acquisition_retention.png"] = forgetting_figure(points, base_retention)
+    return out
 
 
 def render_gaps(gaps: list, chance: float | None, n_questions: int | None, seeds: int):

@@ -79,5 +79,7 @@ def run_stage(cfg: PitConfig, recipe: Recipe, index: int, model_ref: str, data_r
       tags=["eval"], **_COMMON)
 def evaluate(cfg: PitConfig, recipe: Recipe, model_ref: str, data_ref: str, run_id: str | None,
              retention_before: float | None, step: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Final metrics, and each test question's exact match (for paired tests between recipes)."""
     out = pipeline.evaluate(cfg, recipe, model_ref, data_ref, run_id, retention_before, step)
-    return out["metrics"]
+    return {"metrics": out["metrics"],
+            "per_question": {r["qa_id"]: r["exact_match"] for r in out["predictions"]}}

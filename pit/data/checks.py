@@ -33,14 +33,22 @@ def _sources(recipes: Sequence[Recipe]) -> dict[str, list[str]]:
     return used
 
 
-def _domain_problems(ds: KnowledgeDataset, cfg: PitConfig) -> list[str]:
+def _cross_recipes(recipes: Sequence[Recipe]) -> list[str]:
+    return [r.slug for r in recipes if any(st.cross_domain for st in r.stages)]
+
+
+def _domain_problems(ds: KnowledgeDataset, cfg: PitConfig,
+                     recipes: Sequence[Recipe] = ()) -> list[str]:
     problems = []
     known = ", ".join(ds.domains) or "none"
     if cfg.data.test_domain not in ds.domains:
         problems.append(
             f"no domain {cfg.data.test_domain!r} to test on (domains: {known}); set "
             f"data.test_domain to one of them")
-    if cfg.train.cross_domain:
+    crossing = _cross_recipes(recipes)
+    if cfg.train.cross_domain or crossing:
+        who = "train.cross_domain is on" if cfg.train.cross_domain else (
+            f"{', '.join(crossing)} train on the cross domains")
         others = cross_domains(ds, cfg.data)
         unknown = [d for d in others if d not in ds.domains]
         if unknown:
@@ -48,10 +56,11 @@ def _domain_problems(ds: KnowledgeDataset, cfg: PitConfig) -> list[str]:
                             f"(domains: {known})")
         elif not others:
             problems.append(
-                "train.cross_domain is on but the data set has one domain only; " + _fix(
+                f"{who} but the data set has one domain only; " + _fix(
                     cfg, "set world.n_cross above 0",
                     "add a domain with `pit data wiki --domain NAME=REGEX`")
-                + ", or set train.cross_domain=false")
+                + (", or set train.cross_domain=false" if cfg.train.cross_domain
+                   else ", or leave those recipes out of --methods"))
     return problems
 
 
@@ -115,7 +124,7 @@ def _old_problems(ds: KnowledgeDataset, cfg: PitConfig, recipes: Sequence[Recipe
 def dataset_problems(ds: KnowledgeDataset, cfg: PitConfig,
                      recipes: Sequence[Recipe]) -> list[str]:
     """Everything the data set lacks for these recipes under this config; empty when fine."""
-    problems = _domain_problems(ds, cfg)
+    problems = _domain_problems(ds, cfg, recipes)
     if not problems:
         problems += _split_problems(ds, cfg, recipes)
     return problems + _old_problems(ds, cfg, recipes)

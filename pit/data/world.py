@@ -16,6 +16,7 @@ domain's `train` split for the cross-domain setting.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -338,3 +339,20 @@ def reading_passages(cfg: WorldConfig, n: int, seed: int) -> list[tuple[str, str
         question = rng.choice(FILM_FACTS[attr][1]).format(t=film.title)
         out.append((text, question, film.facts[attr][0]))
     return out
+
+
+def perplexity_floor(docs: list[dict], count_tokens) -> float | None:
+    """The lowest perplexity any model can reach on these synthetic documents.
+
+    A model that knows every fact still cannot know which lead sentence and which
+    sentence template each paraphrase drew (3 of each) nor, beyond the first
+    paraphrase, the shuffled sentence order: those choices, in nats, over the
+    predicted tokens. `count_tokens(text)` gives a document's token count.
+    """
+    nats, tokens = 0.0, 0
+    for d in docs:
+        n = d["text"].count(". ")  # sentences after the lead one
+        shuffled = not d["doc_id"].endswith("-p0")
+        nats += math.log(3) * (n + 1) + (math.lgamma(n + 1) if shuffled else 0.0)
+        tokens += count_tokens(d["text"])
+    return math.exp(nats / tokens) if tokens else None

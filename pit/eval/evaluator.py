@@ -107,6 +107,16 @@ class Evaluator:
             })
         return score(preds, [q["answers"] for q in questions]), rows
 
+    def cloze(self, items: Sequence[tuple[dict, str]]) -> tuple[float, list[dict[str, Any]]]:
+        """Recall (0-100) of answers continuing their sentence prefixes (`pit.eval.cloze`)."""
+        room = self.max_len - self.cfg.max_new_tokens - 1
+        prompts = [[self.tok.bos_token_id] + self._ids(p)[-room:] for _, p in items]
+        outs = self.generate(prompts)
+        rows = [{"qa_id": q["qa_id"], "prompt": p, "continuation": o,
+                 "recalled": answer_recall(o, q["answers"])}
+                for (q, p), o in zip(items, outs, strict=True)]
+        return 100.0 * sum(r["recalled"] for r in rows) / max(len(rows), 1), rows
+
     @torch.no_grad()
     def perplexity(self, texts: Sequence[str]) -> float:
         """Token-level perplexity of documents as trained: `<bos>` + text, every token scored."""

@@ -35,6 +35,10 @@ def resolve_source(
     `ds` is already narrowed to the stage's domains (`pit.data.views.training_view`:
     the test domain, or the cross domains for train rows), so a source is a split.
     """
+    if source.name == "replay":
+        old = ds.docs_where("old")
+        n = round(train.replay_share * len(ds.docs_where("test")))
+        return random.Random(train.seed).sample(old, min(n, len(old)))
     split, table = source.name.split("_")
     rows = ds.qa_where(split) if table == "qa" else ds.docs_where(split)
     if exclude_qa and table == "qa":

@@ -67,7 +67,7 @@ class StageJob(BaseModel):
 def examples_for(cfg: PitConfig, ds: KnowledgeDataset, stage: Stage, builder: ExampleBuilder,
                  train: TrainConfig) -> list[Example]:
     """One epoch's examples of a stage: rows of its domains, retention questions left out."""
-    view = training_view(ds, cfg.data, cfg.train.cross_domain)
+    view = training_view(ds, cfg.data, cfg.train.cross_domain or stage.cross_domain)
     return stage_examples(view, stage, builder, train, exclude_qa=retention_ids(ds, cfg.data))
 
 
@@ -117,12 +117,12 @@ class StageRunner:
 
     def _callbacks(self, ds: KnowledgeDataset) -> list[Callback]:
         job, cfg = self.job, self.cfg
-        scored = job.stage.reads_test_docs and cfg.eval.eval_every_epoch
+        every = cfg.eval.every_epochs if job.stage.reads_test_docs else 0
 
         def score_now() -> dict[str, float]:
             return score(cfg, self.accelerator.unwrap_model(self.model), self.tokenizer, ds)[0]
 
-        self.evaluation = EpochEvaluation(score_now if scored else None)
+        self.evaluation = EpochEvaluation(score_now, every, len(self.epochs))
         callbacks: list[Callback] = [self.evaluation]
         self.tracker = None
         if job.run_id and self.accelerator.is_main_process:

@@ -60,3 +60,22 @@ def _record_reuse(cfg: PitConfig, recipe: Recipe, index: int, seed: int, run_id:
     record_stage(tracker, run_id, index, store.url(out.key), store.url(out.checkpoints),
                  {"checkpoints": kept(store, out.checkpoints), "fingerprint": out.hash,
                   "reused": True, "trained_for": manifest.get("trained_for")})
+
+
+def stage_curve(cfg: PitConfig, recipe: Recipe, keys: list[str], seed: int = 0
+                ) -> list[dict[str, float]]:
+    """Every scored epoch of a recipe's stages, numbered across stages, from their manifests.
+
+    What the perplexity-curse and forgetting plots draw: one point per epoch that
+    was scored, carrying its stage index and epoch number.
+    """
+    train = cfg.train.model_copy(update={"seed": cfg.train.seed + seed})
+    store = store_for(cfg)
+    points = []
+    for index, key in enumerate(keys):
+        history = (store.cached(key) or {}).get("history") or {}
+        offset = stage_offset(recipe, index, train)
+        for epoch, metrics in sorted(history.items(), key=lambda kv: int(kv[0])):
+            if "exact_match" in metrics:
+                points.append({"stage": index, "epoch": offset + int(epoch), **metrics})
+    return points

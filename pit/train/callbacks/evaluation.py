@@ -11,16 +11,19 @@ from pit.train.loop import Callback, StageState
 class EpochEvaluation(Callback):
     """Scores the model after each epoch and records the epoch's metrics by its number.
 
-    `score` is None for a stage that does not read the test documents: its
-    epochs keep their losses only. `history` maps the stage's 1-based epoch to
+    `score` runs every `every`-th epoch and after the last one (`every=0`: the last
+    only); other epochs keep their losses only. `history` maps the stage's 1-based epoch to
     that epoch's metrics; it is this callback's state, so a resumed stage
     knows every epoch's numbers without computing them again.
     """
 
     name = "evaluation"
 
-    def __init__(self, score: Callable[[], dict[str, float]] | None) -> None:
+    def __init__(self, score: Callable[[], dict[str, float]] | None, every: int = 1,
+                 last_epoch: int | None = None) -> None:
         self.score = score
+        self.every = every
+        self.last_epoch = last_epoch
         self.history: dict[int, dict[str, float]] = {}
 
     @property
@@ -28,7 +31,9 @@ class EpochEvaluation(Callback):
         return self.history[max(self.history)] if self.history else {}
 
     def on_epoch_end(self, state: StageState, metrics: dict[str, float]) -> None:
-        if self.score is not None:
+        epoch = state.position.epoch
+        due = epoch == self.last_epoch or (self.every > 0 and epoch % self.every == 0)
+        if self.score is not None and due:
             metrics.update(self.score())
         self.history[state.position.epoch] = dict(metrics)
 
