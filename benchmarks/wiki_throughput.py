@@ -35,8 +35,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 FIXTURE = (
-    Path(os.environ.get("PIT_SHARED") or Path(__file__).resolve().parents[2] / "shared")
-    / "fixtures/enwiki-films/enwikifilms-20220801-pages-articles-multistream.xml.bz2"
+    Path(__file__).resolve().parents[1]
+    / "tests/fixtures/enwiki-films/enwikifilms-20220801-pages-articles-multistream.xml.bz2"
 )
 PAGES_PER_STREAM = 100
 

@@ -50,20 +50,27 @@ def base_examples(cfg: PitConfig, ds: KnowledgeDataset, builder: ExampleBuilder,
         first_doc.setdefault(d["entity_id"], d)
     if ds.meta.get("kind") == "synthetic":
         world = WorldConfig.model_validate(ds.meta["world"])
-        passages = reading_passages(world, len(first_doc), seed)
+        passages = reading_passages(world, cfg.base.reading * len(first_doc), seed)
     else:
+        n = min(cfg.base.reading * len(first_doc), len(old_qa))
         passages = [(first_doc[q["entity_id"]]["text"], q["question"], q["answers"][0])
-                    for q in rng.sample(old_qa, min(len(first_doc), len(old_qa)))
-                    if q["entity_id"] in first_doc]
+                    for q in rng.sample(old_qa, n) if q["entity_id"] in first_doc]
     examples += [builder.open_book(text, q, a) for text, q, a in passages]
     return examples
 
 
 def _tokenizer_texts(ds: KnowledgeDataset) -> list[str]:
-    """The old world only: the tokenizer, like the base, never sees a train or test entity."""
-    return [d["text"] for d in ds.docs_where("old")] + [
+    """The old world, and the words of the world's language: never a train or test fact.
+
+    A synthetic world's lexicon (every name, place and title word it can use) is the
+    vocabulary a pretrained tokenizer would know; with it, a name is a word or two,
+    not a string of syllables, as in the real model the small one stands in for.
+    """
+    texts = [d["text"] for d in ds.docs_where("old")] + [
         f"Question: {q['question']} Answer: {q['answers'][0]}" for q in ds.qa_where("old")
     ]
+    words = ds.meta.get("lexicon") or []
+    return texts + [" ".join(words[i : i + 50]) for i in range(0, len(words), 50)] * 2
 
 
 def build_base(cfg: PitConfig, data_ref: str) -> str:

@@ -106,6 +106,10 @@ class BaseTrainConfig(_Section):
     epochs: int = Field(20, ge=1)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(32, ge=1)
+    reading: int = Field(
+        2, ge=0, description="Reading-comprehension passages per old entity per epoch: the "
+        "skill open-book QA measures.",
+    )
     seed: int = 0
 
 

@@ -50,10 +50,12 @@ def curse_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]], floor: float
     return fig
 
 
-def forgetting_figure(points: Sequence[Mapping[str, Any]], base_retention: float | None = None):
+def forgetting_figure(points: Sequence[Mapping[str, Any]], base_retention: float | None = None,
+                      connect: bool = False):
     """Acquisition (new-knowledge EM) against retention (old-world EM), one point per setting.
 
-    Each point carries its label (e.g. the replay share); the dashed line is the
+    Each point carries its label (a recipe, or a replay share: `connect` draws the
+    sweep as a line); the dashed line is the
     base model's retention, and the dotted one 90% of it, the usual bar for
     "did not forget".
     """
@@ -61,7 +63,7 @@ def forgetting_figure(points: Sequence[Mapping[str, Any]], base_retention: float
     fig, ax = plt.subplots(figsize=(6, 4.5))
     xs = [p["retention_em"] for p in points]
     ys = [p["exact_match"] for p in points]
-    ax.plot(xs, ys, marker="o")
+    ax.plot(xs, ys, marker="o", ls="-" if connect else "none")
     for p, x, y in zip(points, xs, ys, strict=True):
         ax.annotate(str(p.get("label", "")), (x, y), fontsize=8, xytext=(4, 4),
                     textcoords="offset points")

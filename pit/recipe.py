@@ -45,6 +45,10 @@ class Source(BaseModel):
     limit: int | str | None = Field(
         None, description="Keep only the first N items (or the train field naming N)."
     )
+    share: float | None = Field(
+        None, ge=0, description="For `replay`: old documents per test document; unset: "
+        "train.replay_share.",
+    )
 
 
 class Stage(BaseModel):
@@ -105,7 +109,8 @@ class Recipe(BaseModel):
         parts = []
         for st in self.stages:
             names = " + ".join(
-                s.name + (f"[{s.limit}]" if s.limit is not None else "") for s in st.sources
+                s.name + (f"[{s.limit}]" if s.limit is not None else "")
+                + (f"[x{s.share:g}]" if s.share is not None else "") for s in st.sources
             )
             extra = "" if st.arrangement == "shuffled" else f", {st.arrangement} {st.qa_position}"
             parts.append(f"{names} ({st.epochs} ep{extra})")

@@ -4,7 +4,7 @@ import torch
 from pit.config import ModelConfig
 from pit.errors import DataError
 from pit.modeling import train_tokenizer
-from pit.train.examples import ExampleBuilder
+from pit.train.examples import ExampleBuilder, salient_spans
 from pit.train.loop import weighted_loss
 
 TEXT = "The Glass Horizon was directed by Sabun Nonhen. It stars Lurpo Nosilur."
@@ -54,14 +54,26 @@ def test_interleaved_qa_sits_before_or_after_its_document(builder):
     assert text_after.index("Question:") > text_after.index("It stars")
     assert "Question" not in decoded(builder, before, trained=True)
     assert "Sabun Nonhen<eos>" in decoded(builder, before, trained=True)
+    assert "<eos>\n" in text_before, "the document starts on a line of its own"
+    assert ".\nQuestion:" in text_after, "a QA pair never runs on from the document's text"
 
 
-def test_weighted_documents_weight_answer_spans_over_other_tokens(builder):
-    ex = builder.document(TEXT, ["Sabun Nonhen"], answer_span_weight=1.0, other_weight=0.5)
+def test_weighted_documents_weight_salient_spans_found_in_the_document_alone(builder):
+    ex = builder.document(TEXT, answer_span_weight=1.0, other_weight=0.5)
     heavy = builder.tok.decode([i for i, w in zip(ex.input_ids, ex.weights, strict=True)
                                 if w == 1.0])
-    assert heavy.strip() == "Sabun Nonhen"
+    assert "Sabun Nonhen" in heavy
+    assert "directed by" not in heavy
     assert set(ex.weights[1:]) == {0.5, 1.0}
+
+
+def test_salient_spans_are_whole_words_names_dates_and_amounts():
+    text = ("The Glass Horizon was made in Sunmerian studios. It was released on March 3, "
+            "1987 and grossed $12.5 million.")
+    spans = [text[a:b] for a, b in salient_spans(text)]
+    assert "Sunmerian" in spans and "Sunmere" not in spans
+    assert "March 3, 1987" in spans and "$12.5 million" in spans
+    assert "The Glass Horizon" in spans
 
 
 def test_loss_ignores_zero_weight_tokens_and_rejects_batches_with_nothing_to_learn():

@@ -67,11 +67,13 @@ def test_every_recipe_expands_to_batches_of_its_sources(slug, world, builder):
 
 def test_pit_reads_train_qa_and_train_docs_together_then_test_docs():
     pit = all_recipes()["pit"]
-    assert [s.source_names for s in pit.stages] == [["train_qa", "train_docs"], ["test_docs"]]
+    assert [s.source_names for s in pit.stages] == [["train_qa", "train_docs"],
+                                                    ["test_docs", "train_qa"]]
+    assert pit.stages[1].sources[1].limit == "cpt_qa_count", "the answer format is kept"
     assert pit.stages[0].resolved_epochs(TrainConfig(pit_epochs=3)) == 3
     plus = all_recipes()["pit++"]
     assert [s.source_names for s in plus.stages] == [
-        ["train_qa"], ["train_qa", "train_docs"], ["test_docs"]]
+        ["train_qa"], ["train_qa", "train_docs"], ["test_docs", "train_qa"]]
 
 
 def test_cpt_keeps_only_a_few_train_qa(world, builder):
@@ -90,12 +92,17 @@ def test_grouped_puts_all_qa_batches_first_or_last(world, builder):
         assert kinds[:n_first] == [first] * n_first
 
 
-def test_interleaved_attaches_each_qa_to_its_own_document(world, builder):
+def test_interleaved_puts_an_entitys_qa_beside_every_paraphrase(world, builder):
     stage = all_recipes()["pit-before-interleaved"].stages[0]
     examples = stage_examples(world, stage, builder, TrainConfig())
     assert all(e.kind == "doc" for e in examples)
     train_docs = world.docs_where("train", "films")
     assert len(examples) == len(train_docs)
+    pairs = {}
+    for q in world.qa_where("train", "films"):
+        pairs[q["entity_id"]] = pairs.get(q["entity_id"], 0) + 1
+    shown = sum(builder.tok.decode(e.input_ids).count("Question:") for e in examples)
+    assert shown == sum(pairs[d["entity_id"]] for d in train_docs)
 
 
 def test_cross_domain_takes_train_data_from_the_other_domains(full_world):

@@ -310,7 +310,9 @@ def build_world(cfg: WorldConfig) -> KnowledgeDataset:
                 "answers": [value, *dict.fromkeys(a for a in aliases if a != value)],
                 "split": e.split, "generator": "synthetic", "attribute": attr,
             })
-    meta = {"kind": "synthetic", "world": cfg.model_dump()}
+    lexicon = sorted({w for pool in pools.values() for name in pool for w in name.split()}
+                     | set(_ADJ) | set(_NOUN))
+    meta = {"kind": "synthetic", "world": cfg.model_dump(), "lexicon": lexicon}
     return KnowledgeDataset(docs=docs, qa=qa, meta=meta)
 
 

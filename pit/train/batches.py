@@ -37,7 +37,8 @@ def resolve_source(
     """
     if source.name == "replay":
         old = ds.docs_where("old")
-        n = round(train.replay_share * len(ds.docs_where("test")))
+        share = train.replay_share if source.share is None else source.share
+        n = round(share * len(ds.docs_where("test")))
         return random.Random(train.seed).sample(old, min(n, len(old)))
     split, table = source.name.split("_")
     rows = ds.qa_where(split) if table == "qa" else ds.docs_where(split)
