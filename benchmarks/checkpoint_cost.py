@@ -18,6 +18,7 @@ crash isolation is on the same page.
 
     .venv/bin/python benchmarks/checkpoint_cost.py
     .venv/bin/python benchmarks/checkpoint_cost.py --every-steps 10 --repeats 3 --process
+    .venv/bin/python benchmarks/checkpoint_cost.py --preset smoke --repeats 1   # seconds
     .venv/bin/python benchmarks/checkpoint_cost.py --artifact-root s3://bucket/bench
 """
 
@@ -50,12 +51,15 @@ def main() -> None:
     args = ap.parse_args()
 
     from pit import pipeline
+    from pit.artifacts import store_for
     from pit.config import load_config
+    from pit.keys import stage_output
     from pit.recipe import select_recipes
+    from pit.tracking import tracker_for
 
     overrides = [f"workdir={args.workdir}", "train.launcher=inline"]
     if args.artifact_root:
-        overrides.append(f"artifact_root={args.artifact_root}")
+        overrides.append(f"storage.root={args.artifact_root}")
     if args.every_steps is not None:
         overrides.append(f"checkpoint.every_steps={args.every_steps}")
     if args.keep_last is not None:
@@ -63,25 +67,30 @@ def main() -> None:
     cfg = load_config(args.preset, None, overrides)
     recipe = select_recipes([args.recipe])[0]
     data = pipeline.build_dataset(cfg)
-    base = pipeline.build_base(cfg, data)
-    ref = base
-    inputs_run = pipeline._tracker(cfg).start_run("bench-inputs")
+    ref = pipeline.build_base(cfg, data)
+    tracker = tracker_for(cfg)
+    inputs_run = tracker.start_run("bench-inputs")
     for i in range(args.stage):  # the stage's input model: the earlier stages, trained once
         ref, _ = pipeline.run_stage(cfg, recipe, i, ref, data, inputs_run)
-    store = pipeline.store_for(cfg)
+    tracker.end_run(inputs_run)
+    store = store_for(cfg)
+    fingerprint = pipeline.load_dataset(cfg, data).fingerprint
+    # Checkpoint and launcher settings are not part of a stage's key: every timed run
+    # below is the same work, published under one key, so each starts by removing it.
+    out = stage_output(cfg, recipe.stages[args.stage], args.stage, ref, fingerprint, 0)
     off = cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(
         update={"enabled": False})})
     proc = cfg.model_copy(update={"train": cfg.train.model_copy(update={"launcher": "process"})})
 
-    tracker = pipeline._tracker(cfg)
-
     def timed(c) -> tuple[float, dict]:
-        run_id = tracker.start_run(f"bench-{uuid.uuid4().hex[:8]}")  # nothing to reuse or resume
+        store.rm(out.key)  # nothing to reuse or resume
+        store.rm(out.checkpoints)
+        run_id = tracker.start_run(f"bench-{uuid.uuid4().hex[:8]}")
         started = time.perf_counter()
         key, _ = pipeline.run_stage(c, recipe, args.stage, ref, data, run_id)
         seconds = time.perf_counter() - started
+        tracker.end_run(run_id)
         manifest = store.read_manifest(key) or {}
-        store.rm(f"runs/{run_id}")
         return seconds, manifest.get("checkpoints_this_attempt") or {}
 
     stage = recipe.stages[args.stage]
@@ -136,24 +145,16 @@ def main() -> None:
             json.dump(out, f, indent=2)
 
 
-def _stage_steps(cfg, recipe, index: int, model_ref: str, data_key: str) -> int:
-    """Optimiser steps of the stage, from the same deterministic batch plan the stage uses."""
-    from pit import pipeline
-    from pit.data.world import retention_questions
-    from pit.modeling import load_model
-    from pit.train.batches import epoch_batches, stage_examples
-    from pit.train.examples import ExampleBuilder
+def _stage_steps(cfg, recipe, index: int, model_ref: str, data_ref: str) -> int:
+    """Optimiser steps of the stage, from the batch plan its own runner builds."""
+    from pit.train.runner import StageJob, StageRunner
 
-    stage = recipe.stages[index]
-    tcfg = pipeline._train_cfg(cfg, 0)
-    ds = pipeline.load_dataset(cfg, data_key)
-    _, tokenizer = load_model(pipeline.model_path(cfg, model_ref), cfg.model)
-    retention = retention_questions(ds, cfg.world.retention_questions)
-    examples = stage_examples(ds, stage, ExampleBuilder(tokenizer, cfg.model.max_seq_len), tcfg,
-                              exclude_qa={q["qa_id"] for q in retention})
-    base_seed = tcfg.seed * 1_000_003 + index * 1009
-    return sum(len(epoch_batches(examples, stage, tcfg, base_seed + e))
-               for e in range(stage.resolved_epochs(tcfg)))
+    plan = cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(
+        update={"enabled": False})})
+    runner = StageRunner(StageJob(config=plan, recipe=recipe, index=index, model_ref=model_ref,
+                                  data_ref=data_ref))
+    runner.setup()
+    return sum(len(e) for e in runner.epochs)
 
 
 def _fmt(xs: list[float]) -> str:

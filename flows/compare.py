@@ -20,7 +20,7 @@ from pit.data.source import SYNTHETIC, load_dataset
 from pit.data.views import demonstrations, eval_questions
 from pit.eval.chance import chance_exact_match
 from pit.eval.ordering import judge
-from pit.modeling import resolve_model_path
+from pit.modeling import check_model
 from pit.recipe import Recipe, all_recipes, select_recipes
 from pit.report import aggregate, comparison_rows, figures, results_document
 from pit.tracking import tracker_for
@@ -51,8 +51,8 @@ class CompareParams(BaseModel):
         "key published by `pit data synth` / `pit data wiki`; default: the preset's."
     )
     model: str | None = Field(
-        None, description="Model to start from: 'embedded', a Hugging Face id, a folder or an "
-        "s3:// URI; default: the preset's."
+        None, description="Model to start from: 'embedded', a Hugging Face id, a folder, a "
+        ".gguf file or an s3:// URI; default: the preset's."
     )
     artifact_root: str | None = Field(None, description="A folder or s3://bucket/prefix.")
     recipes_dirs: list[str] = Field(default_factory=list, description="Folders of user recipes.")
@@ -132,8 +132,7 @@ def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, 
     """Data set, checked against the recipes before anything trains; base model; recipes."""
     logger = get_run_logger()
     recipes = select_recipes(cfg.methods, recipes_dirs)
-    if cfg.model.name_or_path != "embedded":
-        resolve_model_path(cfg.model.name_or_path)
+    check_model(cfg.model)
     data_ref = t.build_dataset(cfg)
     ds = load_dataset(cfg, data_ref)
     check_dataset(ds, cfg, recipes)

@@ -2,14 +2,14 @@
 
 Training and evaluation read models and data sets through `from_pretrained`
 and `load_from_disk`, which want a local folder. On a local store the
-published folder is that folder; on S3 it is downloaded once into the work
-directory's cache. `local_folder` is the one place that decides how.
+published folder is that folder; on S3 it is a verified copy under
+`<workdir>/cache` (:meth:`Store.fetch_dir`). `local_folder` is the one
+place that asks for it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 from pit.config import PitConfig
@@ -23,36 +23,25 @@ def store_for(cfg: PitConfig) -> Store:
 
 
 def cache_root(cfg: PitConfig, store: Store) -> Path:
-    """Downloads of one store go under the work directory, apart from other stores'."""
+    """Copies of one store's outputs go under `<workdir>/cache`, apart from other stores'."""
     tag = hashlib.sha256(store.root.encode()).hexdigest()[:12]
     return Path(cfg.workdir) / "cache" / tag
 
 
-def local_folder(store: Store, key: str, cache: Path) -> Path:
-    """A local folder holding the published output `key` (downloaded once if remote)."""
-    if store.is_local:
-        return Path(store.url(key))
-    dest = cache / (key or "root")
-    if (dest / ".complete").exists():
-        return dest
-    if store.cached(key) is None:
+def local_folder(cfg: PitConfig, store: Store, key: str) -> Path:
+    """A local folder holding the published output `key` of `store` (copied once if remote)."""
+    try:
+        return store.fetch_dir(key, cache_root(cfg, store))
+    except FileNotFoundError:
         raise StorageError(
             f"{store.url(key)} is not a complete published output (no valid manifest); "
             "publish it again or check the key"
-        )
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    store.get_dir(key, tmp)
-    (tmp / ".complete").touch()
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    return dest
+        ) from None
 
 
 def published_folder(cfg: PitConfig, key: str) -> Path:
     """A local folder of an output of this comparison's store."""
-    store = store_for(cfg)
-    return local_folder(store, key, cache_root(cfg, store))
+    return local_folder(cfg, store_for(cfg), key)
 
 
 def model_path(cfg: PitConfig, ref: str) -> str:

@@ -68,10 +68,9 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
     )
     cfg = params.config()
     chosen = select_recipes(cfg.methods, [Path(d) for d in dirs])
-    if cfg.model.name_or_path != "embedded":
-        from pit.modeling import resolve_model_path
+    from pit.modeling import check_model
 
-        resolve_model_path(cfg.model.name_or_path)
+    check_model(cfg.model)
     console.print(f"[bold]pit[/] {cfg.preset}: {len(chosen)} recipe(s) x {cfg.seeds} seed(s): "
                   + ", ".join(r.slug for r in chosen))
     started = time.time()
@@ -116,8 +115,8 @@ def compare(
         help="Data set: a folder, s3:// URL or store key from `pit data synth` / `pit data wiki`, "
         "or 'synthetic' (same as --set data.source=...).")] = None,
     model: Annotated[str | None, typer.Option(
-        help="Model to start from: a Hugging Face id, a folder, an s3:// URI, or 'embedded' "
-        "(same as --set model.name_or_path=...).")] = None,
+        help="Model to start from: a Hugging Face id, a folder, a .gguf file, an s3:// URI, "
+        "or 'embedded' (same as --set model.name_or_path=...).")] = None,
     results: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
     artifact_root: Annotated[str | None, typer.Option(
         help="Where data, models and checkpoints go: a folder or s3://bucket/prefix.")] = None,

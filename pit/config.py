@@ -220,7 +220,6 @@ class TrackingConfig(_Section):
 # Fields that moved, by their old dotted path: configs that still use them keep working.
 MOVED_FIELDS = {
     "artifact_root": "storage.root",
-    "world.retention_questions": "data.retention_questions",
 }
 
 

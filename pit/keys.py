@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pit.config import PitConfig
+from pit.config import ModelConfig, PitConfig
 from pit.recipe import Stage
 from pit.storage import fingerprint
 
@@ -109,3 +109,21 @@ def stage_output(cfg: PitConfig, stage: Stage, index: int, model_ref: str,
                  dataset_fingerprint: str, seed: int) -> StageOutput:
     h = stage_hash(cfg, stage, index, model_ref, dataset_fingerprint, seed)
     return StageOutput(h, stage_key(stage, index, h), checkpoint_prefix(stage, index, h))
+
+
+def pretrained_hash(model: ModelConfig, identity: dict[str, Any]) -> str:
+    """An external model as pit republishes it: the content it was read from, and how.
+
+    `identity` (`pit.modeling.model_identity`) names the files read, the
+    GGUF file among them; the path or id they were read from is left out, so
+    the same bytes under another name are the same model. Of the model
+    section only what changes the saved weights enters (dtype, remote code);
+    the embedded model's size fields do not apply to it.
+    """
+    how = model.model_dump(include={"dtype", "trust_remote_code"})
+    return fingerprint({"step": "pretrained", "model": how, "source": identity})
+
+
+def pretrained_key(model: ModelConfig, identity: dict[str, Any]) -> str:
+    """Where an external model is published once per content, as safetensors."""
+    return f"models/pretrained-{pretrained_hash(model, identity)[:_HASH_CHARS]}"

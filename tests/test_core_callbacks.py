@@ -16,7 +16,7 @@ from test_checkpoint import FP, PEAK, TCFG, setup, toy_epochs
 from pit.config import CheckpointConfig
 from pit.storage import Store
 from pit.tracking import Tracker
-from pit.train.callbacks import Checkpointing, EpochEvaluation, EpochTracking, restore
+from pit.train.callbacks import Checkpointer, EpochEvaluation, EpochTracking, restore
 from pit.train.loop import Callback, Position, StageState, train_stage
 
 OFFSET = 10
@@ -43,7 +43,7 @@ def scorer(model):
 def stage_callbacks(store, tracker, run_id, accelerator, model, optimizer, epochs):
     evaluation = EpochEvaluation(scorer(model))
     tracking = EpochTracking(tracker, run_id, OFFSET)
-    checkpointing = Checkpointing(
+    checkpointing = Checkpointer(
         store, "ckpt", CheckpointConfig(every_steps=3), accelerator=accelerator, model=model,
         optimizer=optimizer, epoch_sizes=[len(e) for e in epochs], fingerprint=FP,
         callbacks=[evaluation, tracking])

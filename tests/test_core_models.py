@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from pit import pipeline
-from pit.artifacts import published_folder
+from pit.artifacts import published_folder, store_for
 from pit.config import ModelConfig, TrainConfig, load_config
 from pit.errors import ModelNotFoundError
-from pit.modeling import build_embedded_model, load_model, resolve_model_path, train_tokenizer
+from pit.modeling import build_embedded_model, check_model, load_model, train_tokenizer
 from pit.recipe import Stage, all_recipes
+from pit.storage import MANIFEST, file_sha256
 from pit.train.batches import epoch_batches, stage_examples
 from pit.train.examples import ExampleBuilder
 from pit.train.loop import StageState, train_stage
 
 
-def test_model_references_resolve_or_say_what_to_pass(tmp_path):
-    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
-    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+def test_model_references_that_name_nothing_say_what_to_pass(tmp_path):
     with pytest.raises(ModelNotFoundError, match="not found.*model.name_or_path=embedded"):
-        resolve_model_path(str(tmp_path / "missing"))
+        check_model(ModelConfig(name_or_path=str(tmp_path / "missing")))
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(ModelNotFoundError, match="is a file"):
-        resolve_model_path(str(tmp_path / "weights.bin"))
+        check_model(ModelConfig(name_or_path=str(tmp_path / "weights.bin")))
 
 
 def test_folder_without_safetensors_is_refused(tmp_path):
@@ -77,11 +79,41 @@ def test_a_saved_model_folder_runs_a_recipe_like_the_embedded_default(tmp_path, 
     folder = published_folder(cfg, pipeline.build_base(cfg, data_key))
     real = cfg.model_copy(update={"model": cfg.model.model_copy(
         update={"name_or_path": str(folder)})})
-    assert pipeline.build_base(real, data_key) == str(folder)
+    ref = pipeline.build_base(real, data_key)
     recipe = all_recipes()["pit"]
-    ref = str(folder)
     for i in range(len(recipe.stages)):
         ref, _ = pipeline.run_stage(real, recipe, i, ref, data_key, None)
     out = pipeline.evaluate(real, recipe, ref, data_key, None, retention_before=None)
     assert set(out["metrics"]) >= {"exact_match", "test_doc_ppl", "retention_em"}
     assert len(out["predictions"]) == cfg.world.n_test * cfg.world.attributes_per_entity
+
+
+@pytest.mark.slow
+def test_an_external_model_is_published_once_as_safetensors_under_a_key_of_its_content(
+        tmp_path, tiny_overrides):
+    cfg = load_config("smoke", overrides=[*tiny_overrides, f"workdir={tmp_path / 'w'}"])
+    data_key = pipeline.build_dataset(cfg)
+    embedded = published_folder(cfg, pipeline.build_base(cfg, data_key))
+    copy = shutil.copytree(embedded, tmp_path / "my-model",
+                           ignore=shutil.ignore_patterns(MANIFEST))
+
+    def external(path) -> str:
+        return pipeline.build_base(cfg.model_copy(update={"model": cfg.model.model_copy(
+            update={"name_or_path": str(path)})}), data_key)
+
+    key = external(copy)
+    assert key.startswith("models/pretrained-")
+    manifest = store_for(cfg).read_manifest(key)
+    assert manifest["kind"] == "base-model"
+    assert manifest["source"]["name_or_path"] == str(copy)
+    assert manifest["source"]["content"]["files"]["model.safetensors"] == \
+        file_sha256(copy / "model.safetensors")
+    assert external(copy) == key
+    assert store_for(cfg).read_manifest(key) == manifest  # reused, not published again
+
+    moved = shutil.copytree(copy, tmp_path / "moved")
+    assert external(moved) == key  # the same bytes elsewhere are the same model
+    weights = load_file(moved / "model.safetensors")
+    weights[next(iter(weights))] += 1
+    save_file(weights, moved / "model.safetensors", metadata={"format": "pt"})
+    assert external(moved) != key

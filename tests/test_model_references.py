@@ -17,10 +17,12 @@ from pit.modeling import (
     build_embedded_model,
     check_model,
     load_model,
+    model_identity,
     parse_model_ref,
     save_model,
     train_tokenizer,
 )
+from pit.storage import StorageConfig, Store, file_sha256
 from pit.train.examples import ExampleBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,3 +187,26 @@ def test_a_model_left_marked_as_gguf_quantized_is_made_serialisable(tmp_path, sa
     folder = save_model(detach_quantizer(model, "m.gguf"), tok, tmp_path / "saved")
     assert "quantization_config" not in (folder / "config.json").read_text()
     load_model(folder)
+
+
+@pytest.mark.integration
+def test_a_model_is_identified_by_the_files_loading_reads_wherever_it_is(
+        tmp_path: Path, saved_model: Path, s3_bucket: str):
+    local = model_identity(parse_model_ref(str(saved_model)))
+    assert set(local["files"]) == {p.name for p in saved_model.iterdir()}
+    assert local["files"]["model.safetensors"] == file_sha256(saved_model / "model.safetensors")
+
+    store = Store(StorageConfig(root=f"{s3_bucket}/models"))
+    store.publish(saved_model, "published")
+    store.put_dir(saved_model, "by-hand")
+    assert model_identity(parse_model_ref(f"{s3_bucket}/models/published")) == local
+    by_hand = model_identity(parse_model_ref(f"{s3_bucket}/models/by-hand"))
+    assert by_hand == {"sizes": {p.name: p.stat().st_size for p in saved_model.iterdir()}}
+    with pytest.raises(ModelNotFoundError, match="nothing is stored under it"):
+        model_identity(parse_model_ref(f"{s3_bucket}/models/missing"))
+
+    gguf_folder(tmp_path, "a.gguf", "b.gguf")
+    assert model_identity(parse_model_ref(str(tmp_path / "a.gguf"))) == \
+        {"files": {"a.gguf": file_sha256(tmp_path / "a.gguf")}}
+    assert model_identity(parse_model_ref("owner/name", "q4.gguf")) == \
+        {"hub": "owner/name", "gguf_file": "q4.gguf"}

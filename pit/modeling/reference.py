@@ -13,14 +13,16 @@ A reference is one of
 reading weights or touching the network, so that a run with a wrong path or
 a missing package fails before any work rather than in its first training
 task.
+
+:func:`model_identity` names the content a reference points at, so that a
+model pit republishes as safetensors gets a key of what it was made from.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pit.config import ModelConfig
@@ -151,16 +153,50 @@ def check_model(cfg: ModelConfig) -> None:
         check_folder(ref)
 
 
-def resolve_model_path(name_or_path: str, cache_dir: str | os.PathLike[str] | None = None) -> str:
-    """Turn a model reference into something `from_pretrained` can read.
 
-    Local folders and Hub ids pass through (a `.gguf` file gives its
-    folder); `s3://` URIs are downloaded once through the store into
-    `cache_dir`. Use :func:`check_model` to validate without downloading.
+_NEVER_READ = (".gguf", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
+
+
+def _read_by_loading(rel: str, gguf_file: str | None) -> bool:
+    """Whether loading reads this file of a model folder: the GGUF file, or the safetensors set."""
+    if gguf_file:
+        return rel == gguf_file
+    top_level = "/" not in rel
+    return top_level and not rel.startswith(".") and rel != "MANIFEST.json" \
+        and not rel.endswith(_NEVER_READ)
+
+
+def model_identity(ref: ModelRef) -> dict[str, Any]:
+    """The content a reference names: its files and their sha256 where they can be known.
+
+    A local folder or file is hashed (about a second per GB, once per
+    comparison: less than loading it). An s3 folder published by pit is
+    named by the sha256s its manifest lists, one read; one uploaded by hand
+    by its file sizes, all a listing gives. A Hugging Face id is named by
+    the id alone, since nothing can be asked of the Hub offline: download
+    it into a folder to pin what pit trains on.
     """
-    ref = parse_model_ref(name_or_path)
-    if ref.kind == "s3":
-        from pit.storage import fetch_model
+    if saved_from_gguf(ref):
+        ref = ModelRef(ref.kind, ref.location)
+    if ref.kind == "hub":
+        return {"hub": ref.location, "gguf_file": ref.gguf_file}
+    from pit.storage import MANIFEST, Store, file_sha256
 
-        return str(fetch_model(ref.location, cache_dir))
-    return ref.location
+    if ref.kind == "folder":
+        folder = Path(ref.location)
+        files = sorted(p.name for p in folder.iterdir() if p.is_file())
+        return {"files": {rel: file_sha256(folder / rel) for rel in files
+                          if _read_by_loading(rel, ref.gguf_file)}}
+    store = Store(ref.location)
+    manifest = store.read_manifest("")
+    if manifest is not None:
+        return {"files": {rel: entry["sha256"] for rel, entry in manifest["files"].items()
+                          if _read_by_loading(rel, ref.gguf_file)}}
+    listed = store._files("")
+    if not listed:
+        raise ModelNotFoundError(
+            f"model {ref.location!r} not found: nothing is stored under it. Check the URI "
+            f"(a folder holding config.json and model.safetensors, or {MANIFEST})."
+        )
+    return {"sizes": {rel: size for rel, size in listed.items()
+                      if _read_by_loading(rel, ref.gguf_file)}}

@@ -12,12 +12,15 @@ never stopped:
       rng.safetensors         torch (and CUDA) generator states of every process
       state.json              data position, partial-epoch losses, per-epoch metrics,
                               python and numpy RNG states, the stage fingerprint
+      callbacks.json          each callback's `state_dict`, under the callback's `name`
 
 Everything is safetensors or JSON: no pickle is ever loaded, so a checkpoint
 from a shared bucket cannot run code. The learning-rate schedule is a
 function of the step (`cosine_factor`), so the step is the scheduler state,
 and the batch plan of every epoch is rebuilt from seeds, so (epoch, batch) is
-the data position.
+the data position. Callbacks keep their own state (OLMo-core's callbacks do
+the same), so a resumed stage continues with the metrics it had recorded and
+logged.
 
 A stage's checkpoints live under one prefix that carries a hash of what the
 stage computes (config, recipe, stage, input model, data): a retry finds its
@@ -32,7 +35,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,7 @@ from pit.train.loop import Callback, Position, StageState
 log = logging.getLogger(__name__)
 
 _STEP_PREFIX = "step-"
+CALLBACKS_FILE = "callbacks.json"
 
 
 def checkpoint_key(prefix: str, step: int) -> str:
@@ -247,8 +251,12 @@ def write_checkpoint(
     rng_states: Sequence[dict[str, Any]],
     fingerprint: str,
     tokenizer: Any = None,
+    callbacks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """Write a checkpoint's files into a local folder (the store publishes the folder)."""
+    """Write a checkpoint's files into a local folder (the store publishes the folder).
+
+    `callbacks` maps each callback's name to its `state_dict`.
+    """
     model.save_pretrained(folder / "model", safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder / "model")
@@ -266,6 +274,7 @@ def write_checkpoint(
         "fingerprint": fingerprint,
     }
     (folder / "state.json").write_text(json.dumps(doc, indent=1))
+    (folder / CALLBACKS_FILE).write_text(json.dumps(dict(callbacks or {}), sort_keys=True))
 
 
 def read_checkpoint(
@@ -274,10 +283,13 @@ def read_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     rank: int = 0,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[StageState, dict[int, dict[str, float]]]:
-    """Restore weights, optimiser and this rank's RNG states in place; return position and history.
+    """Restore weights, optimiser, this rank's RNG states and `callbacks` in place.
 
-    With fewer saved ranks than now (the stage was resumed on more
+    Returns the data position and the per-epoch metrics of `state.json`.
+    Each callback gets the state saved under its name (an empty one if none
+    was). With fewer saved ranks than now (the stage was resumed on more
     processes), the last saved rank's generators are reused.
     """
     _load_weights(model, folder / "model")
@@ -293,6 +305,10 @@ def read_checkpoint(
     state = StageState(Position(**doc["position"]),
                        {k: list(v) for k, v in doc["epoch_losses"].items()})
     history = {int(k): v for k, v in doc["history"].items()}
+    saved_callbacks = folder / CALLBACKS_FILE
+    states = json.loads(saved_callbacks.read_text()) if saved_callbacks.is_file() else {}
+    for cb in callbacks:
+        cb.load_state_dict(states.get(cb.name, {}))
     return state, history
 
 
@@ -308,8 +324,13 @@ class Checkpointer(Callback):
     per-epoch metrics so far travel with the weights.
 
     Every process takes part (its RNG states are gathered); only the main one
-    writes, publishes and prunes.
+    writes, publishes and prunes. `callbacks` are the stage's other
+    callbacks: each checkpoint holds their states. `history` is per-epoch
+    metrics kept outside any callback (a stage runner's are its evaluation
+    callback's state).
     """
+
+    name = "checkpointing"
 
     def __init__(
         self,
@@ -322,9 +343,10 @@ class Checkpointer(Callback):
         optimizer: torch.optim.Optimizer,
         epoch_sizes: Sequence[int],
         fingerprint: str,
-        history: dict[int, dict[str, float]],
+        history: dict[int, dict[str, float]] | None = None,
         tokenizer: Any = None,
         on_saved: Callable[[str], None] | None = None,
+        callbacks: Sequence[Callback] = (),
     ) -> None:
         self.store = store
         self.prefix = prefix
@@ -334,8 +356,9 @@ class Checkpointer(Callback):
         self.optimizer = optimizer
         self.epoch_sizes = list(epoch_sizes)
         self.fingerprint = fingerprint
-        self.history = history
+        self.history = {} if history is None else history
         self.tokenizer = tokenizer
+        self.callbacks = list(callbacks)
         self.on_saved = on_saved
         self.seconds: list[float] = []
         self.saved: list[str] = []
@@ -369,7 +392,8 @@ class Checkpointer(Callback):
                 write_checkpoint(folder, model=self.accelerator.unwrap_model(self.model),
                                  optimizer=self.optimizer, state=state, history=self.history,
                                  rng_states=rng_states, fingerprint=self.fingerprint,
-                                 tokenizer=self.tokenizer)
+                                 tokenizer=self.tokenizer,
+                                 callbacks={cb.name: cb.state_dict() for cb in self.callbacks})
             self.prune()
             if self.on_saved is not None:
                 self.on_saved(key)

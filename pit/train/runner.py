@@ -11,12 +11,11 @@ accelerate started runs all three; only the main one writes.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from pydantic import BaseModel
 
-from pit.artifacts import model_path, store_for
+from pit.artifacts import cache_root, model_path, store_for
 from pit.config import PitConfig, TrainConfig
 from pit.data.dataset import KnowledgeDataset
 from pit.data.source import load_dataset
@@ -29,8 +28,7 @@ from pit.progress import bar
 from pit.recipe import Recipe, Stage
 from pit.tracking import tracker_for
 from pit.train.batches import epoch_batches, stage_examples
-from pit.train.callbacks import Checkpointing, EpochEvaluation, EpochTracking, restore
-from pit.train.callbacks.checkpointing import kept
+from pit.train.callbacks import Checkpointer, EpochEvaluation, EpochTracking, kept, restore
 from pit.train.callbacks.tracking import record_stage
 from pit.train.checkpoint import step_of
 from pit.train.examples import Example, ExampleBuilder
@@ -98,8 +96,8 @@ class StageRunner:
         self.state = StageState()
         if cfg.checkpoint.enabled:
             resumed = restore(self.store, self.out.checkpoints, self.out.hash,
-                              Path(cfg.workdir) / "cache" / "checkpoints", self.accelerator,
-                              self.model, self.optimizer, self.callbacks)
+                              cache_root(cfg, self.store), self.accelerator, self.model,
+                              self.optimizer, self.callbacks)
             if resumed is not None:
                 self.state = resumed
                 pos = resumed.position
@@ -131,7 +129,7 @@ class StageRunner:
             callbacks.append(EpochTracking(self.tracker, job.run_id, offset))
         self.checkpointing = None
         if cfg.checkpoint.enabled:
-            self.checkpointing = Checkpointing(
+            self.checkpointing = Checkpointer(
                 self.store, self.out.checkpoints, cfg.checkpoint, accelerator=self.accelerator,
                 model=self.model, optimizer=self.optimizer,
                 epoch_sizes=[len(e) for e in self.epochs], fingerprint=self.out.hash,

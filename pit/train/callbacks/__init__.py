@@ -1,7 +1,8 @@
 """What hooks into a stage's training loop, one file each: evaluation, tracking, checkpoints."""
 
-from pit.train.callbacks.checkpointing import Checkpointing, restore
+from pit.train.callbacks.checkpointing import kept, restore
 from pit.train.callbacks.evaluation import EpochEvaluation
 from pit.train.callbacks.tracking import EpochTracking
+from pit.train.checkpoint import Checkpointer
 
-__all__ = ["Checkpointing", "EpochEvaluation", "EpochTracking", "restore"]
+__all__ = ["Checkpointer", "EpochEvaluation", "EpochTracking", "kept", "restore"]
