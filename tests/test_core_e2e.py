@@ -63,9 +63,11 @@ def test_nested_run_has_params_per_epoch_metrics_and_predictions(smoke_run):
     assert run.data.params["recipe"] == "pit"
     assert run.data.params["dataset_fingerprint"] == doc["dataset"]["fingerprint"]
     assert "train.doc_lr" in run.data.params
-    # smoke: 1 PIT epoch, then 2 test-document epochs evaluated at their ends
+    # smoke: 1 PIT epoch (scored at the stage's end), then 2 test-document epochs, each scored
     ppl_steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_doc_ppl")]
-    assert ppl_steps == [2, 3]
+    assert ppl_steps == [1, 2, 3]
+    fmt = [m.step for m in client.get_metric_history(run.info.run_id, "train_qa_em")]
+    assert fmt == [1, 2, 3], "the answer format is checked after every stage"
     loss_steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss_doc")]
     assert loss_steps == [1, 2, 3]
     assert "predictions.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
