@@ -191,7 +191,7 @@ def test_an_invalid_recipe_file_names_the_stage_field_and_the_choices(tmp_path):
     assert code == 2
     assert f"error: invalid recipe {tmp_path / 'mine.yaml'}:" in out
     assert ("stages.0.sources.1.name: Input should be 'train_qa', 'train_docs', 'test_docs', "
-            "'old_docs' or 'old_qa' (got 'wikipedia')") in out
+            "'old_docs', 'old_qa' or 'replay' (got 'wikipedia')") in out
     assert ("stages.0.arrangement: Input should be 'shuffled', 'interleaved' or 'grouped' "
             "(got 'mixed')") in out
 
