@@ -94,14 +94,15 @@ def test_grouped_puts_all_qa_batches_first_or_last(world, builder):
 
 def test_interleaved_puts_an_entitys_qa_beside_every_paraphrase(world, builder):
     stage = all_recipes()["pit-before-interleaved"].stages[0]
-    examples = stage_examples(world, stage, builder, TrainConfig())
+    roomy = ExampleBuilder(builder.tok, 4096)
+    examples = stage_examples(world, stage, roomy, TrainConfig())
     assert all(e.kind == "doc" for e in examples)
     train_docs = world.docs_where("train", "films")
     assert len(examples) == len(train_docs)
     pairs = {}
     for q in world.qa_where("train", "films"):
         pairs[q["entity_id"]] = pairs.get(q["entity_id"], 0) + 1
-    shown = sum(builder.tok.decode(e.input_ids).count("Question:") for e in examples)
+    shown = sum(roomy.tok.decode(e.input_ids).count("Question:") for e in examples)
     assert shown == sum(pairs[d["entity_id"]] for d in train_docs)
 
 
