@@ -55,8 +55,9 @@ def diagnostics(cfg: PitConfig, ev: Evaluator, ds: KnowledgeDataset, questions: 
     `train_qa_em` answers a fixed sample of train QA pairs (a model that forgot the
     answer format scores near 0 here too); `cloze_recall` completes test-document
     sentences cut before their answers (facts stored, whether or not questions
-    reach them); `test_doc_ppl_floor` is the synthetic world's lowest reachable
-    perplexity, beside which `test_doc_ppl` says how much of the documents was learned.
+    reach them); `test_doc_ppl_floor` is the synthetic world's fact floor (a model that
+    knows every fact but not the wording), beside which `test_doc_ppl` says whether the
+    documents' facts were learned, or their wording too.
     """
     out: dict[str, float] = {}
     train_qa = demonstrations(ds, cfg.data)
@@ -68,7 +69,7 @@ def diagnostics(cfg: PitConfig, ev: Evaluator, ds: KnowledgeDataset, questions: 
         if items:
             out["cloze_recall"] = ev.cloze(items)[0]
     if ds.meta.get("kind") == "synthetic":
-        floor = perplexity_floor(test_docs, lambda t: len(ev._ids(t)))
+        floor = perplexity_floor(test_docs, ev.count_tokens)
         if floor:
             out["test_doc_ppl_floor"] = floor
     return out

@@ -344,12 +344,14 @@ def reading_passages(cfg: WorldConfig, n: int, seed: int) -> list[tuple[str, str
 
 
 def perplexity_floor(docs: list[dict], count_tokens) -> float | None:
-    """The lowest perplexity any model can reach on these synthetic documents.
+    """The fact floor: the perplexity of a model that knows every fact, not the wording.
 
-    A model that knows every fact still cannot know which lead sentence and which
-    sentence template each paraphrase drew (3 of each) nor, beyond the first
-    paraphrase, the shuffled sentence order: those choices, in nats, over the
-    predicted tokens. `count_tokens(text)` gives a document's token count.
+    Such a model still cannot know which lead sentence and which sentence template
+    each paraphrase drew (3 of each) nor, beyond the first paraphrase, the shuffled
+    sentence order: those choices, in nats, over the predicted tokens. A model
+    below the floor has memorised the documents' wording as well as their facts,
+    the regime of the perplexity curse. `count_tokens(text)` gives a document's
+    token count.
     """
     nats, tokens = 0.0, 0
     for d in docs:

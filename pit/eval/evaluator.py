@@ -31,6 +31,10 @@ class Evaluator:
     def _ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` as trained and scored, without special tokens."""
+        return len(self._ids(text))
+
     def prompt_ids(
         self, question: str, context: str | None = None, demos: Sequence[dict] = ()
     ) -> list[int]:
