@@ -47,6 +47,7 @@ def _fail(e: Exception) -> None:
 def _quiet_services() -> None:
     """Keep the terminal to pit's own progress and table (offline machines included)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
