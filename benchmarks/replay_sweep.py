@@ -38,9 +38,9 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
 
-    from pit.cli import _quiet_services
+    from pit.cli import quiet_services
 
-    _quiet_services()
+    quiet_services()
     from flows.compare import CompareParams, compare_methods
     from pit.plots import forgetting_figure
 

@@ -7,7 +7,6 @@ tasks: a retried task keeps writing to the same run.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -161,7 +160,7 @@ def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, 
         noise = {"chance_exact_match": chance_exact_match(eval_questions(ds, cfg.data),
                                                           demonstrations(ds, cfg.data)),
                  "test_questions": len(eval_questions(ds, cfg.data)),
-                 "gaps": [{**asdict(g), "verdict": g.verdict} for g in judge(methods)]}
+                 "gaps": [g.as_dict() for g in judge(methods)]}
         tracker.log_metrics(parent, {"chance_exact_match": noise["chance_exact_match"]})
         tracker.log_table(parent, comparison_rows(methods, known), "comparison.json")
         tracker.log_dict(parent, noise["gaps"], "gaps.json")

@@ -51,24 +51,37 @@ def base_examples(cfg: PitConfig, ds: KnowledgeDataset, builder: ExampleBuilder,
     data, old documents. None of it mentions a train or test entity, and no
     held-out retention question is among the pairs.
     """
-    rng = random.Random(seed)
+    return old_world_examples(cfg, ds, builder) + reading_examples(cfg, ds, builder, seed)
+
+
+def _old_qa(cfg: PitConfig, ds: KnowledgeDataset) -> list[dict]:
     held_out = retention_ids(ds, cfg.data)
-    old_docs = ds.docs_where("old")
-    examples = [builder.document(d["text"]) for d in old_docs]
-    old_qa = [q for q in ds.qa_where("old") if q["qa_id"] not in held_out]
-    examples += [builder.qa(q["question"], q["answers"][0]) for q in old_qa]
+    return [q for q in ds.qa_where("old") if q["qa_id"] not in held_out]
+
+
+def old_world_examples(cfg: PitConfig, ds: KnowledgeDataset, builder: ExampleBuilder
+                       ) -> list[Example]:
+    """The part of every base epoch that never changes: old documents and old QA pairs."""
+    examples = [builder.document(d["text"]) for d in ds.docs_where("old")]
+    return examples + [builder.qa(q["question"], q["answers"][0]) for q in _old_qa(cfg, ds)]
+
+
+def reading_examples(cfg: PitConfig, ds: KnowledgeDataset, builder: ExampleBuilder,
+                     seed: int) -> list[Example]:
+    """The part drawn anew each epoch: `base.reading` passages per old entity."""
     first_doc: dict[str, dict] = {}
-    for d in old_docs:
+    for d in ds.docs_where("old"):
         first_doc.setdefault(d["entity_id"], d)
     if ds.meta.get("kind") == "synthetic":
         world = WorldConfig.model_validate(ds.meta["world"])
         passages = reading_passages(world, cfg.base.reading * len(first_doc), seed)
     else:
+        old_qa = _old_qa(cfg, ds)
         n = min(cfg.base.reading * len(first_doc), len(old_qa))
         passages = [(first_doc[q["entity_id"]]["text"], q["question"], q["answers"][0])
-                    for q in rng.sample(old_qa, n) if q["entity_id"] in first_doc]
-    examples += [builder.open_book(text, q, a) for text, q, a in passages]
-    return examples
+                    for q in random.Random(seed).sample(old_qa, n)
+                    if q["entity_id"] in first_doc]
+    return [builder.open_book(text, q, a) for text, q, a in passages]
 
 
 def _tokenizer_texts(ds: KnowledgeDataset) -> list[str]:
@@ -123,7 +136,9 @@ def build_base(cfg: PitConfig, data_ref: str) -> str:
                        qa_batch_size=cfg.base.batch_size, seed=cfg.base.seed)
     stage = Stage(sources=[Source(name="old_docs"), Source(name="old_qa")], epochs=cfg.base.epochs)
     seeds = [cfg.base.seed * 1000 + e for e in range(cfg.base.epochs)]
-    epochs = [epoch_batches(base_examples(cfg, ds, builder, s), stage, tcfg, s) for s in seeds]
+    fixed = old_world_examples(cfg, ds, builder)
+    epochs = [epoch_batches(fixed + reading_examples(cfg, ds, builder, s), stage, tcfg, s)
+              for s in seeds]
     acc = accelerator()
     torch.manual_seed(cfg.base.seed)
     model, optimizer = prepare(acc, model, tcfg)

@@ -44,7 +44,7 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _quiet_services() -> None:
+def quiet_services() -> None:
     """Keep the terminal to pit's own progress and table (offline machines included)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -59,11 +59,10 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
                  recipes_dir: list[Path] | None, data: str | None = None,
                  model: str | None = None) -> dict:
     from flows.compare import CompareParams, compare_methods
-    from pit.eval.ordering import Gap
     from pit.recipe import all_recipes, select_recipes
     from pit.report import figures, render_gaps, render_table, write_results
 
-    _quiet_services()
+    quiet_services()
     dirs = [str(d) for d in recipes_dir or []]
     params = CompareParams(
         preset=preset, config_file=str(config) if config else None,
@@ -87,9 +86,8 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
                          f"{cfg.model.name_or_path}, {doc['seconds']:.0f} s)")
     out = Console(width=None if sys.stdout.isatty() else 160)
     out.print(table)
-    out.print(render_gaps([Gap(**{k: v for k, v in g.items() if k != "verdict"})
-                           for g in doc.get("gaps", [])],
-                          doc.get("chance_exact_match"), doc.get("test_questions"), cfg.seeds))
+    out.print(render_gaps(doc.get("gaps", []), doc.get("chance_exact_match"),
+                          doc.get("test_questions"), cfg.seeds))
     if results:
         write_results(results, doc)
         for name, fig in figures(doc["methods"], known, doc.get("base_retention_em")).items():

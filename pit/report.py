@@ -141,8 +141,9 @@ def figures(methods: dict[str, dict[str, Any]], recipes: dict[str, Recipe],
     return out
 
 
-def render_gaps(gaps: list, chance: float | None, n_questions: int | None, seeds: int):
-    """The paper's claims, each with its gap, its noise and a verdict, under the main table."""
+def render_gaps(gaps: list[dict[str, Any]], chance: float | None, n_questions: int | None,
+                seeds: int):
+    """The paper's claims as the results JSON holds them (`Gap.as_dict`), under the main table."""
     from rich.table import Table
 
     notes = []
@@ -159,8 +160,8 @@ def render_gaps(gaps: list, chance: float | None, n_questions: int | None, seeds
     for col in ("claim", "gap (EM points)", "seed spread", "questions won/lost", "p", "verdict"):
         table.add_column(col, justify="left" if col in ("claim", "verdict") else "right")
     for g in gaps:
-        colour = {"as in paper": "green", "reversed": "red"}.get(g.verdict, "yellow")
-        table.add_row(f"{g.better} > {g.worse}", f"{g.delta:+.1f}", _fmt(g.seed_spread),
-                      f"{g.wins}/{g.losses}", f"{g.p_value:.3f}",
-                      f"[{colour}]{g.verdict}[/]")
+        colour = {"as in paper": "green", "reversed": "red"}.get(g["verdict"], "yellow")
+        table.add_row(f"{g['better']} > {g['worse']}", f"{g['delta']:+.1f}",
+                      _fmt(g["seed_spread"]), f"{g['wins']}/{g['losses']}",
+                      f"{g['p_value']:.3f}", f"[{colour}]{g['verdict']}[/]")
     return table

@@ -270,19 +270,28 @@ def _documents(e: Entity, attrs: list[str], cfg: WorldConfig, rng: random.Random
     return docs
 
 
+def _pools(namer: _Namer, rng: random.Random, people: int, companies: int, places: int,
+           publishers: int | None = None) -> dict[str, list[str]]:
+    """The names a world draws its facts from; each pool large enough that guessing fails."""
+    pools = {
+        "people": namer.people(max(60, people)),
+        "studios": namer.companies(max(20, companies), ["Pictures", "Studios", "Films"]),
+        "distributors": namer.companies(max(20, companies), ["Releasing", "Distribution"]),
+    }
+    if publishers is not None:
+        pools["publishers"] = namer.companies(max(20, publishers), ["Press", "Books", "House"])
+    pools["places"] = [namer.word(rng.choice([2, 3])) for _ in range(max(40, places))]
+    return pools
+
+
 def build_world(cfg: WorldConfig) -> KnowledgeDataset:
     """Draw the world for `cfg.seed`: deterministic, so a seed names a world."""
     rng = random.Random(cfg.seed)
     namer = _Namer(rng)
     n_films = cfg.n_old + cfg.n_train + cfg.n_test
     n_all = n_films + cfg.n_cross
-    pools = {
-        "people": namer.people(max(60, n_all * 3)),
-        "studios": namer.companies(max(20, n_films // 2), ["Pictures", "Studios", "Films"]),
-        "distributors": namer.companies(max(20, n_films // 2), ["Releasing", "Distribution"]),
-        "publishers": namer.companies(max(20, cfg.n_cross // 2), ["Press", "Books", "House"]),
-        "places": [namer.word(rng.choice([2, 3])) for _ in range(max(40, n_all // 2))],
-    }
+    pools = _pools(namer, rng, people=n_all * 3, companies=n_films // 2, places=n_all // 2,
+                   publishers=cfg.n_cross // 2)
     titles = _titles(rng, n_all)
     entities: list[Entity] = []
     splits = ["old"] * cfg.n_old + ["train"] * cfg.n_train + ["test"] * cfg.n_test
@@ -325,12 +334,7 @@ def reading_passages(cfg: WorldConfig, n: int, seed: int) -> list[tuple[str, str
     """
     rng = random.Random(f"reading:{cfg.seed}:{seed}")
     namer = _Namer(rng)
-    pools = {
-        "people": namer.people(max(60, 3 * n)),
-        "studios": namer.companies(max(20, n), ["Pictures", "Studios", "Films"]),
-        "distributors": namer.companies(max(20, n), ["Releasing", "Distribution"]),
-        "places": [namer.word(rng.choice([2, 3])) for _ in range(max(40, n))],
-    }
+    pools = _pools(namer, rng, people=3 * n, companies=n, places=n)
     out = []
     for i in range(n):
         title = f"{namer.word(2)} {rng.choice(_NOUN)}"  # world titles are "Adj Noun"

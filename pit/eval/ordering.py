@@ -9,7 +9,7 @@ gaps). Everything else is reported as "within noise", whichever way it points.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pit.eval.paired import paired_test
@@ -45,6 +45,10 @@ class Gap:
         if self.p_value < 0.05 and beyond_seeds:
             return "as in paper" if self.delta > 0 else "reversed"
         return "within noise"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The gap as the results JSON and MLflow record it, verdict included."""
+        return {**asdict(self), "verdict": self.verdict}
 
 
 def _per_seed_em(res: dict[str, Any]) -> dict[int, float]:
