@@ -20,6 +20,7 @@ from pit.data.views import demonstrations, eval_questions
 from pit.eval.chance import chance_exact_match
 from pit.eval.ordering import judge
 from pit.modeling import check_model
+from pit.plots import close
 from pit.recipe import Recipe, all_recipes, select_recipes
 from pit.report import aggregate, comparison_rows, figures, results_document
 from pit.tracking import tracker_for
@@ -166,6 +167,7 @@ def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, 
         tracker.log_dict(parent, noise["gaps"], "gaps.json")
         for name, fig in figures(methods, known, retention_before).items():
             tracker.log_figure(parent, fig, name)
+            close(fig)
         for slug, res in methods.items():
             tracker.log_metrics(parent, {f"{metric_name(slug)}/{m}": res[m] for m in
                                          ("exact_match", "answer_recall", "rouge_l")

@@ -89,10 +89,13 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
     out.print(render_gaps(doc.get("gaps", []), doc.get("chance_exact_match"),
                           doc.get("test_questions"), cfg.seeds))
     if results:
+        from pit.plots import close
+
         write_results(results, doc)
         for name, fig in figures(doc["methods"], known, doc.get("base_retention_em")).items():
             path = results.with_name(f"{results.stem}-{name}")
             fig.savefig(path, dpi=120)
+            close(fig)
             console.print(f"figure: {path}")
         console.print(f"results: {results}")
     console.print(f"MLflow parent run {doc['mlflow_parent_run_id']}; "

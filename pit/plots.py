@@ -19,6 +19,11 @@ def _pyplot():
     return plt
 
 
+def close(fig) -> None:
+    """Free a figure once it is written: pyplot keeps every open figure alive."""
+    _pyplot().close(fig)
+
+
 def curse_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]], floor: float | None = None):
     """Per recipe, test-document perplexity against exact match, one point per epoch.
 

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from pit.config import PitConfig
@@ -34,7 +33,6 @@ def tracking_uri(configured: str | None, workdir: str) -> str:
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
         self.uri = uri
-        mlflow.set_tracking_uri(uri)
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:

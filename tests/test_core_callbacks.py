@@ -102,3 +102,13 @@ def test_a_stage_without_test_documents_records_its_losses_only():
     fresh = EpochEvaluation(None)
     fresh.load_state_dict(evaluation.state_dict())
     assert fresh.history == evaluation.history
+
+
+def test_a_tracker_leaves_the_next_comparisons_tracking_uri_alone(tmp_path, monkeypatch):
+    """MLflow's global `set_tracking_uri` writes MLFLOW_TRACKING_URI, which pit obeys."""
+    from pit.tracking import tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    Tracker(f"sqlite:///{tmp_path / 'first.db'}", "first")
+    second = f"sqlite:///{tmp_path / 'second.db'}"
+    assert tracking_uri(second, str(tmp_path)) == second
