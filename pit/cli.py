@@ -58,11 +58,11 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
                  results: Path | None, overrides: list[str], artifact_root: str | None,
                  recipes_dir: list[Path] | None, data: str | None = None,
                  model: str | None = None) -> dict:
+    quiet_services()  # before Prefect is imported: it reads its logging settings then
     from flows.compare import CompareParams, compare_methods
     from pit.recipe import all_recipes, select_recipes
     from pit.report import figures, render_gaps, render_table, write_results
 
-    quiet_services()
     dirs = [str(d) for d in recipes_dir or []]
     params = CompareParams(
         preset=preset, config_file=str(config) if config else None,

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
 from pit.cli import app
@@ -55,3 +61,17 @@ def test_data_synth_writes_a_dataset_with_its_card(tmp_path):
     assert out.exit_code == 0, out.output
     assert (tmp_path / "w" / "docs.jsonl").exists() and (tmp_path / "w" / "card.json").exists()
     assert not (tmp_path / "w.partial").exists()
+
+
+@pytest.mark.slow
+def test_compare_prints_pits_own_output_not_prefects_info_logs(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "MLFLOW_TRACKING"))}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    out = subprocess.run(
+        [str(Path(sys.executable).with_name("pit")), "compare", "--preset", "smoke",
+         "--methods", "closed-book", "--set", f"workdir={tmp_path}"],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "closed-book" in out.stdout
+    assert "| INFO" not in out.stdout + out.stderr
