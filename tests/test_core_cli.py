@@ -74,4 +74,5 @@ def test_compare_prints_pits_own_output_not_prefects_info_logs(tmp_path):
         env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "closed-book" in out.stdout
-    assert "| INFO" not in out.stdout + out.stderr
+    assert "| INFO" not in out.stdout + out.stderr  # Prefect's
+    assert " INFO mlflow" not in out.stdout + out.stderr
