@@ -182,24 +182,26 @@ def recipes(
 
 @data_app.command("synth")
 def data_synth(
-    out: Annotated[Path, typer.Option(help="Output folder for the data set.")],
+    out: Annotated[str, typer.Option(help="Output folder for the data set.")],
     preset: Annotated[str, typer.Option(help="Preset whose world section to use.")] = "smoke",
     set_: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace --out even when it holds files pit did not publish there "
+             "(never the current or home directory).")] = False,
 ) -> None:
     """Build the synthetic knowledge world (docs and QA, old/train/test, two domains)."""
     from pit.config import load_config
     from pit.data.world import build_world
+    from pit.storage.destination import check_destination, store_and_key
 
     try:
+        check_destination(out, overwrite=overwrite)
         cfg = load_config(preset, None, set_ or [])
     except PitError as e:
         _fail(e)
-    from pit.storage import Store
-
     ds = build_world(cfg.world)
-    out = out.resolve()
-    with Store(out.parent).staging(out.name, {"kind": "dataset",
-                                              "fingerprint": ds.fingerprint}) as folder:
+    store, key = store_and_key(out)
+    with store.staging(key, {"kind": "dataset", "fingerprint": ds.fingerprint}) as folder:
         ds.save(folder)
     console.print(json.dumps(ds.stats(), indent=2))
 

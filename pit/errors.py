@@ -47,3 +47,19 @@ class DataError(PitError):
 
 class StorageError(PitError):
     """The artifact store cannot be read or written (credentials, bucket, endpoint)."""
+
+
+class TransientError(PitError):
+    """A fault that may pass on its own (a dropped connection, a timeout, HTTP 5xx or 429)
+    that was still there after pit's own retries.
+
+    Unlike other `PitError`s it is worth trying again later, so Prefect's task
+    retries take it up where pit's own stopped.
+    """
+
+
+class UnsafeOutputError(PitError):
+    """An output folder that publishing would replace although pit did not write it.
+
+    Publishing swaps the whole folder, so a user's files there would be lost.
+    """

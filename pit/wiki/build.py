@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 from pit.data.dataset import KnowledgeDataset
 from pit.errors import ConfigError, DataError
 from pit.storage import Store
+from pit.storage.destination import destination_problem, store_and_key
 from pit.wiki.qa_infobox import infobox_qa
 from pit.wiki.reader import ScanResult, default_workers, scan_dump
 from pit.wiki.select import DEFAULT_DOMAINS, PageSelector, page_ids_by_category
@@ -65,6 +66,13 @@ class WikiBuildConfig(BaseModel):
         ),
     )
     out: str = Field(description="output folder (local path, s3:// or another fsspec URL)")
+    overwrite: bool = Field(
+        False,
+        description=(
+            "replace `out` even when it holds files pit did not publish there (never the "
+            "current or home directory)"
+        ),
+    )
     workers: int | None = Field(None, description="worker processes; None means all cores")
     chunk_mb: float = Field(8.0, description="compressed MB of whole streams per worker task")
     on_error: Literal["raise", "skip"] = Field(
@@ -124,6 +132,11 @@ class WikiBuildConfig(BaseModel):
             out.append(f"workers {self.workers} must be at least 1")
         if self.chunk_mb <= 0:
             out.append(f"chunk_mb {self.chunk_mb} must be positive")
+        unsafe = destination_problem(
+            self.out, overwrite=self.overwrite, flag="--overwrite (overwrite=true in the flow)"
+        )
+        if unsafe:
+            out.append(unsafe)
         return out
 
     def validate_all(self) -> None:
@@ -321,17 +334,6 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def store_and_key(out: str) -> tuple[Store, str]:
-    """The storage root holding `out` and the key of `out` under it."""
-    out = out.rstrip("/")
-    if "://" in out:
-        root, key = out.rsplit("/", 1)
-    else:
-        path = Path(out).expanduser().resolve()
-        root, key = str(path.parent), path.name
-    return Store(root), key
 
 
 def build_wiki_dataset(
