@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ConfigDict, Field
 
 from pit.wiki.build import WikiBuildConfig, build_wiki_dataset
-from pit.wiki.dump import DumpFile, download, fetch_latest
+from pit.wiki.dump import download, fetch_latest, file_at_url
 from pit.wiki.reader import ScanResult
+from pit.wiki.remote import Remote
 
 if TYPE_CHECKING:
     from pit.wiki.qa_llm import LLMQAGenerator
@@ -44,7 +45,8 @@ class BuildDatasetParams(WikiBuildConfig):
         description=(
             "pages-articles(-multistream).xml.bz2 file, its URL, or a mirror base (a folder "
             "or URL laid out like dumps.wikimedia.org): the newest finished dump there and "
-            "its index are downloaded into `cache` (resumable, sha1-checked)"
+            "its index are downloaded into `cache` (resumable, checked against the size and sha1 "
+            "of the dumpstatus.json beside them, re-fetched when the mirror's file changed)"
         )
     )
     cache: str = Field("~/.cache/pit/dumps", description="where downloaded dumps go")
@@ -93,15 +95,16 @@ class BuildDatasetParams(WikiBuildConfig):
     def resolve_dump(self) -> tuple[str, str | None]:
         """Local paths of the dump and its index, downloading them from a URL or a mirror."""
         cache = Path(self.cache).expanduser()
-        if not is_dump_file(self.dump):
-            info, dump, index = fetch_latest(self.dump, cache, self.wiki)
-            logger.info("using %s %s: %s", info.wiki, info.date, dump.name)
-            return str(dump), str(index)
-        dump, index = self.dump, self.index
-        if _remote(dump):
-            dump = str(download(DumpFile(dump.rsplit("/", 1)[-1], dump, None, None), cache))
-        if index and _remote(index):
-            index = str(download(DumpFile(index.rsplit("/", 1)[-1], index, None, None), cache))
+        with Remote() as remote:
+            if not is_dump_file(self.dump):
+                info, dump, index = fetch_latest(self.dump, cache, self.wiki, remote)
+                logger.info("using %s %s (%s): %s", info.wiki, info.date, info.job, dump.name)
+                return str(dump), str(index)
+            dump, index = self.dump, self.index
+            if _remote(dump):
+                dump = str(download(file_at_url(dump, remote), cache, remote=remote))
+            if index and _remote(index):
+                index = str(download(file_at_url(index, remote), cache, remote=remote))
         return dump, index
 
     def build_config(self, dump: str, index: str | None) -> WikiBuildConfig:
