@@ -333,12 +333,13 @@ def test_status_file_names_that_are_not_plain_file_names_are_refused(tmp_path, n
 def test_a_connection_dropped_mid_file_is_resumed_where_it_stopped(http_mirror, tmp_path):
     url, mirror = http_mirror
     path = "/enwiki/20230101/enwiki-20230101-pages-articles-multistream.xml.bz2"
-    mirror.faults[path] = ["drop", "drop"]
+    mirror.faults[path] = ["drop"] * 5  # more drops than FAST's 4 tries: each one made headway
     with fast_remote() as remote:
         _, dump, _ = fetch_latest(url, tmp_path / "cache", remote=remote)
     assert dump.read_bytes() == DUMP.read_bytes()
     size = DUMP.stat().st_size
-    (first, _), (second, validator), (third, again) = mirror.gets(path)
+    assert len(mirror.gets(path)) == 6
+    (first, _), (second, validator), (third, again) = mirror.gets(path)[:3]
     assert first is None and second == f"bytes={size // 2}-"
     assert third == f"bytes={size // 2 + (size - size // 2) // 2}-"
     assert validator is not None and validator == again  # If-Range: the same file, or all of it

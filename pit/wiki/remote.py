@@ -199,12 +199,17 @@ class Remote:
         def size() -> int:
             return part.stat().st_size if part.exists() else 0
 
+        def restarted(new: Stat) -> None:
+            nonlocal stat
+            stat = new
+            on_restart(new)
+
         def attempt() -> None:
             nonlocal stat
             if is_http(url):
-                stat = self._fetch_http(url, part, stat, on_restart)
+                stat = self._fetch_http(url, part, stat, restarted)
             else:
-                stat = self._fetch_fsspec(url, part, stat, on_restart, chunk)
+                stat = self._fetch_fsspec(url, part, stat, restarted, chunk)
             if stat.size is not None and size() < stat.size:
                 raise ConnectionError(f"the transfer ended at byte {size()} of {stat.size}")
 
