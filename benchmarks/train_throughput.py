@@ -21,8 +21,12 @@ QA with answer-only loss, documents with loss on every token but `<bos>`).
 
 Tokens/s counts real tokens only (every token of every example, never a pad),
 which is the same total for both. Each trainer runs `--repeats` times,
-alternating so that drift in the machine's load falls on both; the table
-shows the median. Both run under the same `torch.set_num_threads`.
+alternating so that drift in the machine's load falls on both, and keeps its
+fastest run: on a shared machine the slower runs measure the neighbours. The
+CPU seconds (process time) of each run are shown beside, with the ratio per
+CPU second, which neighbours disturb less when `--threads 1`. A third row,
+pit with packing off, shows what packing itself adds. All run under the same
+`torch.set_num_threads`; only the training loops are timed, not their setup.
 
     .venv/bin/python benchmarks/train_throughput.py                     # demo, 1 epoch
     .venv/bin/python benchmarks/train_throughput.py --preset smoke      # seconds
@@ -38,7 +42,6 @@ import argparse
 import copy
 import math
 import os
-import statistics
 import tempfile
 import time
 
@@ -107,14 +110,16 @@ def main() -> None:
     print("| trainer | steps | real tokens | tokens computed (with pads) | fill | seconds | "
           "CPU seconds | tokens/s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    rate = {}
+    rate: dict[str, float] = {}
+    cpu_rate: dict[str, float] = {}
     for name in names:
         last = runs[name][-1]
         if last["tokens"] != n_tokens:
             raise SystemExit(f"{name} trained on {last['tokens']} real tokens, not {n_tokens}")
-        seconds = statistics.median(r["seconds"] for r in runs[name])
-        cpu = statistics.median(r["cpu"] for r in runs[name])
+        seconds = min(r["seconds"] for r in runs[name])
+        cpu = min(r["cpu"] for r in runs[name])
         rate[name] = n_tokens / seconds
+        cpu_rate[name] = n_tokens / cpu
         print(f"| {labels[name]} | {last['steps']} | {n_tokens} | {last['slots']} | "
               f"{n_tokens / last['slots']:.0%} | {seconds:.1f} | {cpu:.1f} | "
               f"{rate[name]:,.0f} |")
@@ -122,7 +127,9 @@ def main() -> None:
     for name in names:
         print(f"{name} seconds per run: {[round(r['seconds'], 2) for r in runs[name]]}")
     if "pit-unpacked" in rate:
-        print(f"packing alone: {rate['pit'] / rate['pit-unpacked']:.2f}x pit unpacked")
+        print(f"packing alone: {rate['pit'] / rate['pit-unpacked']:.2f}x pit unpacked "
+              f"({cpu_rate['pit'] / cpu_rate['pit-unpacked']:.2f}x per CPU second)")
+    print(f"per CPU second: pit {cpu_rate['pit'] / cpu_rate['hf']:.2f}x Hugging Face")
     print(f"ratio={rate['pit'] / rate['hf']:.2f}")
 
 
