@@ -4,7 +4,8 @@ Batches hold one kind of example only (all documents or all QA pairs), so each
 batch gets its kind's learning rate and batch size, as the paper trains
 documents and QA with separate settings, and short QA pairs are never padded
 to the length of a document. A shuffled stage still mixes the two kinds: the
-order of the batches is shuffled across the whole epoch.
+order of the batches is shuffled across the whole epoch. With `train.packing`,
+each kind's examples are packed into rows instead (`pit.train.packing`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ from pit.config import TrainConfig
 from pit.data.dataset import KnowledgeDataset
 from pit.recipe import Source, Stage
 from pit.train.examples import Example, ExampleBuilder
+from pit.train.packing import Row, pack_rows
 
 QA_SOURCES = ("train_qa", "old_qa")
 
 
 @dataclass(frozen=True)
 class Batch:
+    """Examples of one kind; a packed batch also holds them laid out in `rows` of `row_len`."""
+
     kind: str
     examples: list[Example]
+    rows: tuple[Row, ...] | None = None
+    row_len: int = 0
 
 
 def resolve_source(
@@ -86,9 +92,14 @@ def stage_examples(
 
 
 def epoch_batches(
-    examples: list[Example], stage: Stage, train: TrainConfig, seed: int
+    examples: list[Example], stage: Stage, train: TrainConfig, seed: int, row_len: int = 0
 ) -> list[Batch]:
-    """Batches of one epoch: homogeneous in kind, ordered by the stage's arrangement."""
+    """Batches of one epoch: homogeneous in kind, ordered by the stage's arrangement.
+
+    `row_len` is the packed row length (`model.max_seq_len`), read only with `train.packing`.
+    """
+    if train.packing and row_len <= 0:
+        raise ValueError("packed batches need a row length (model.max_seq_len)")
     rng = random.Random(seed)
     order = examples[:]
     rng.shuffle(order)
@@ -96,9 +107,13 @@ def epoch_batches(
     by_kind: dict[str, list[Batch]] = {}
     for kind in ("qa", "doc"):
         items = [e for e in order if e.kind == kind]
-        by_kind[kind] = [
-            Batch(kind, items[i : i + sizes[kind]]) for i in range(0, len(items), sizes[kind])
-        ]
+        if train.packing:
+            by_kind[kind] = [Batch(kind, [e for row in rows for e in row], rows, row_len)
+                             for rows in pack_rows(items, sizes[kind], row_len, rng)]
+        else:
+            by_kind[kind] = [
+                Batch(kind, items[i : i + sizes[kind]]) for i in range(0, len(items), sizes[kind])
+            ]
     if stage.arrangement == "grouped":
         first, second = ("qa", "doc") if stage.qa_position == "before" else ("doc", "qa")
         return by_kind[first] + by_kind[second]

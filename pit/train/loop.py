@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from pit.config import TrainConfig
 from pit.errors import DataError
 from pit.train.batches import Batch
+from pit.train.packing import packed_loss
 
 
 def collate(batch: Batch, pad_id: int, device) -> tuple[torch.Tensor, ...]:
@@ -52,6 +53,19 @@ def weighted_loss(logits: torch.Tensor, ids: torch.Tensor, w: torch.Tensor) -> t
     if total <= 0:
         raise DataError("a training batch has no token to learn (every loss weight is 0)")
     return (nll * weights).sum() / total
+
+
+def batch_loss(model: torch.nn.Module, batch: Batch, pad_id: int, device,
+               unwrapped: torch.nn.Module) -> torch.Tensor:
+    """The loss of one batch, padded or packed; `unwrapped` is the Hugging Face model in `model`.
+
+    Its attention implementation decides how a packed batch keeps its examples apart.
+    """
+    if batch.rows is not None:
+        return packed_loss(model, batch.rows, batch.row_len, pad_id, device,
+                           unwrapped.config._attn_implementation, unwrapped.dtype)
+    ids, w, att = collate(batch, pad_id, device)
+    return weighted_loss(model(input_ids=ids, attention_mask=att).logits, ids, w)
 
 
 def cosine_factor(step: int, total: int, min_ratio: float, warmup: int = 0) -> float:
@@ -131,6 +145,7 @@ def train_stage(
     state = state or StageState()
     total = sum(len(e) for e in epochs)
     warmup = int(cfg.warmup_ratio * total)
+    unwrapped = accelerator.unwrap_model(model)
     model.train()
     for epoch in range(state.position.epoch, len(epochs)):
         batches = epochs[epoch]
@@ -141,9 +156,7 @@ def train_stage(
             )
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            ids, w, att = collate(batch, pad_id, accelerator.device)
-            logits = model(input_ids=ids, attention_mask=att).logits
-            loss = weighted_loss(logits, ids, w)
+            loss = batch_loss(model, batch, pad_id, accelerator.device, unwrapped)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()

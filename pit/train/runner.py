@@ -110,7 +110,8 @@ class StageRunner:
         builder = ExampleBuilder(self.tokenizer, self.cfg.model.max_seq_len)
         examples = examples_for(self.cfg, ds, job.stage, builder, tcfg)
         base_seed = tcfg.seed * 1_000_003 + job.index * 1009
-        self.epochs = [epoch_batches(examples, job.stage, tcfg, base_seed + e)
+        self.epochs = [epoch_batches(examples, job.stage, tcfg, base_seed + e,
+                                     self.cfg.model.max_seq_len)
                        for e in range(job.stage.resolved_epochs(tcfg))]
 
     def _callbacks(self, ds: KnowledgeDataset) -> list[Callback]:
