@@ -52,7 +52,7 @@ def trained(tiny_overrides):
     model.eval()
     test = [q for q in ds.qa if q["split"] == "test"]
     demos = [q for q in ds.qa if q["split"] == "train"]
-    return model, tok, test, demos
+    return model, tok, test, demos, {d["doc_id"]: d for d in ds.docs}
 
 
 def one_at_a_time(model, tok, prompt: list[int], max_new_tokens: int) -> list[int]:
@@ -67,18 +67,21 @@ def one_at_a_time(model, tok, prompt: list[int], max_new_tokens: int) -> list[in
     return ids[len(prompt):]
 
 
-def closed_book_prompts(ev: Evaluator, questions: list[dict], demos: list[dict]) -> list[list[int]]:
+def few_shot_prompts(ev: Evaluator, questions: list[dict], demos: list[dict],
+                     docs: dict[str, dict] | None = None) -> list[list[int]]:
     rng = random.Random(0)
-    return [ev.prompt_ids(q["question"], None, rng.sample(demos, ev.cfg.few_shot))
+    return [ev.prompt_ids(q["question"], docs[q["doc_id"]]["text"] if docs else None,
+                          rng.sample(demos, ev.cfg.few_shot))
             for q in questions]
 
 
-def test_batched_sorted_answers_equal_one_question_at_a_time_greedy(trained):
-    model, tok, questions, demos = trained
+@pytest.mark.parametrize("mode", ["closed-book", "open-book"])
+def test_batched_sorted_answers_equal_one_question_at_a_time_greedy(trained, mode):
+    model, tok, questions, demos, docs = trained
     cfg = EvalConfig(batch_size=5, max_new_tokens=10, few_shot=2)
     ev = Evaluator(model, tok, cfg, MAX_LEN)
-    _, rows = ev.answer(questions, "closed-book", demos_pool=demos)
-    prompts = closed_book_prompts(ev, questions, demos)
+    _, rows = ev.answer(questions, mode, docs, demos)
+    prompts = few_shot_prompts(ev, questions, demos, docs if mode == "open-book" else None)
     expected = ev.answer_texts([one_at_a_time(model, tok, p, 10) for p in prompts])
 
     assert len({len(p) for p in prompts}) > 3  # batches mix lengths: left padding at work
@@ -87,9 +90,9 @@ def test_batched_sorted_answers_equal_one_question_at_a_time_greedy(trained):
 
 
 def test_answers_come_back_in_question_order_whatever_the_batch_size(trained):
-    model, tok, questions, demos = trained
+    model, tok, questions, demos, _ = trained
     ev = Evaluator(model, tok, EvalConfig(batch_size=3, max_new_tokens=10, few_shot=2), MAX_LEN)
-    prompts = closed_book_prompts(ev, questions, demos)
+    prompts = few_shot_prompts(ev, questions, demos)
     answers = ev.generate(prompts)
     perm = list(range(len(prompts)))
     random.Random(1).shuffle(perm)
@@ -101,7 +104,7 @@ def test_answers_come_back_in_question_order_whatever_the_batch_size(trained):
 
 
 def test_a_line_break_ends_a_row_and_the_batch_stops_when_every_row_has_one(trained):
-    model, tok, questions, _ = trained
+    model, tok, questions, _, _ = trained
     budget = 40
     ev = Evaluator(model, tok, EvalConfig(batch_size=len(questions), max_new_tokens=budget),
                    MAX_LEN)

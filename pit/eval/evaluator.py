@@ -1,9 +1,12 @@
 """Closed-book and open-book question answering, document perplexity, retention.
 
-Generation is greedy and batched: prompts are left-padded so a whole batch
-decodes at once, and the answer is the text up to the first end-of-sequence
-token or line break. The untrained base model gets five demonstrations
-(`few_shot`), trained models none, as in the paper.
+Generation is greedy and batched: prompts are sorted by length and left-padded
+so a whole batch decodes at once with its KV cache, and the answer is the text
+up to the first end-of-sequence token or line break; a row is finished at
+either, and a batch once all its rows are. Batches hold `eval.batch_size`
+prompts, or with `auto` as many as memory holds (`pit.eval.memory`). The
+untrained base model gets five demonstrations (`few_shot`), trained models
+none, as in the paper.
 """
 
 from __future__ import annotations
@@ -156,9 +159,12 @@ class Evaluator:
             if mode == "open-book":
                 context = (docs_by_id or {})[q["doc_id"]]["text"]
             cases.append((q["question"], context, demos))
-        self._tokenize([t for question, context, demos in cases for t in (
-            qa_prompt(question), *(() if context is None else (context + "\n",)),
-            *map(_shot, demos))])
+        texts = []
+        for question, context, demos in cases:
+            texts += [qa_prompt(question), *map(_shot, demos)]
+            if context is not None:
+                texts.append(context + "\n")
+        self._tokenize(texts)
         prompts = [self.prompt_ids(*case) for case in cases]
         preds = self.generate(prompts, progress)
         rows = []
