@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -197,8 +197,17 @@ class CheckpointConfig(_Section):
 class EvalConfig(_Section):
     """How models are scored, and how often during training."""
 
-    batch_size: int = Field(32, ge=1)
-    max_new_tokens: int = Field(16, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="Questions (or documents, for perplexity) per batch; 'auto': as many as "
+        "memory holds (a share of the GPU memory left after the model, from the KV cache "
+        "per token; on a CPU at most 64). Predictions do not depend on it.",
+    )
+    max_new_tokens: int = Field(
+        16, ge=1,
+        description="Longest answer in tokens; a row stops earlier at end of sequence or a "
+        "line break, and a batch when all its rows have.",
+    )
     few_shot: int = Field(
         5, ge=0, description="Demonstrations for the untrained base model (closed and open book)."
     )
