@@ -31,6 +31,7 @@ from pit.storage import fingerprint
 NOT_IN_KEYS = (
     "preset", "workdir", "methods", "seeds", "tracking", "storage", "checkpoint",
     "train.launcher", "train.num_processes",
+    "eval.batch_size",  # how many questions share a forward pass, not what is predicted
     "data.source",  # the data set enters by its content fingerprint
     "world",  # it shapes the synthetic data set, whose fingerprint enters instead
 )
