@@ -7,7 +7,7 @@ and the same PIT stage (their first stage is one output, trained once). Prints
 one row per share, the smallest share that keeps at least 90% of the base
 model's retention, and what it costs in new-knowledge exact match against no
 replay; saves the acquisition-retention figure. Last line: `ratio=<retention
-kept at that share / retention kept without replay>`.
+at that share (or the best share) / the base model's retention>`.
 
     .venv/bin/python benchmarks/replay_sweep.py --shares 0,0.5,1,2 --out replay/
 """
@@ -20,19 +20,27 @@ import tempfile
 from pathlib import Path
 
 
-def _recipe(share: float) -> str:
-    return (f"slug: pit-replay-x{share:g}\n"
-            f"description: PIT replaying {share:g} old documents per test document.\n"
+def _slug(share: float, with_qa: bool) -> str:
+    return f"pit-replay{'-qa' if with_qa else ''}-x{share:g}"
+
+
+def _recipe(share: float, with_qa: bool) -> str:
+    what = "old documents and their questions" if with_qa else "old documents"
+    return (f"slug: {_slug(share, with_qa)}\n"
+            f"description: PIT replaying {share:g} {what} per test document.\n"
             "group: forgetting\nstages:\n"
             "  - sources: [train_qa, train_docs]\n    epochs: pit_epochs\n"
             "  - sources: [test_docs, {name: train_qa, limit: cpt_qa_count}, "
-            f"{{name: replay, share: {share}}}]\n    epochs: test_doc_epochs\n")
+            f"{{name: replay, share: {share}, with_qa: {str(with_qa).lower()}}}]\n"
+            "    epochs: test_doc_epochs\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--shares", default="0,0.5,1,2", help="comma-separated replay shares")
+    ap.add_argument("--with-qa", action="store_true",
+                    help="replay the old films' QA pairs with their documents")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("replay-sweep"))
     ap.add_argument("--set", dest="overrides", action="append", default=[])
@@ -48,16 +56,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as recipes:
         for share in shares:
-            Path(recipes, f"pit-replay-x{share:g}.yaml").write_text(_recipe(share))
+            slug = _slug(share, args.with_qa)
+            Path(recipes, f"{slug}.yaml").write_text(_recipe(share, args.with_qa))
         doc = compare_methods(CompareParams(
             preset=args.preset, seeds=args.seeds, overrides=args.overrides,
-            methods=[f"pit-replay-x{s:g}" for s in shares], recipes_dirs=[recipes]))
+            methods=[_slug(s, args.with_qa) for s in shares], recipes_dirs=[recipes]))
     base = doc.get("base_retention_em")
     points = []
     print(f"base model retention EM: {base}")
     print(f"{'share':>6} {'new EM':>7} {'retention':>9} {'forgetting':>10}")
     for share in shares:
-        res = doc["methods"][f"pit-replay-x{share:g}"]
+        res = doc["methods"][_slug(share, args.with_qa)]
         points.append({"label": f"x{share:g}", "share": share, **{
             k: res.get(k) for k in ("exact_match", "retention_em", "forgetting")}})
         print(f"{share:>6g} {res['exact_match']:>7.1f} {res['retention_em']:>9.1f} "
@@ -71,10 +80,10 @@ def main() -> None:
         print(f"smallest share keeping >=90% of base retention: {best['share']:g} "
               f"(retention {best['retention_em']:.1f} of {base:.1f}); acquisition cost "
               f"{none['exact_match'] - best['exact_match']:+.1f} EM points against no replay")
-        ratio = best["retention_em"] / max(none["retention_em"], 1e-9)
+        ratio = best["retention_em"] / base
     else:
         print("no share kept 90% of the base model's retention; try larger shares")
-        ratio = max(p["retention_em"] for p in points) / max(none["retention_em"], 1e-9)
+        ratio = max(p["retention_em"] for p in points) / base if base else 0.0
     print(f"figure: {args.out / 'replay_sweep.png'}")
     print(f"ratio={ratio:.3f}")
 

@@ -49,6 +49,10 @@ class Source(BaseModel):
         None, ge=0, description="For `replay`: old documents per test document; unset: "
         "train.replay_share.",
     )
+    with_qa: bool = Field(
+        False, description="For `replay`: also the replayed films' old QA pairs (never a "
+        "held-out retention question), the base model's own mix of documents and questions.",
+    )
 
 
 class Stage(BaseModel):

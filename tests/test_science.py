@@ -164,3 +164,30 @@ def test_epoch_scores_come_every_nth_epoch_and_at_the_last():
         ev.on_epoch_end(StageState(position=Position(epoch, 0, epoch)), {"loss_doc": 1.0})
     assert sorted(e for e, m in ev.history.items() if "exact_match" in m) == [3, 6, 7]
     assert len(calls) == 3
+
+
+def test_replay_with_qa_adds_the_replayed_films_old_questions_but_never_a_held_out_one(world):
+    from pit.config import PitConfig, TrainConfig
+    from pit.data.views import retention_ids
+    from pit.modeling import train_tokenizer
+    from pit.recipe import Stage
+    from pit.train.batches import stage_examples
+    from pit.train.examples import ExampleBuilder
+
+    tok = train_tokenizer([d["text"] for d in world.docs] + [q["question"] for q in world.qa],
+                          400)
+    builder = ExampleBuilder(tok, 256)
+    held = retention_ids(world, PitConfig(data=DataConfig(retention_questions=4)).data)
+    stage = Stage(sources=[{"name": "replay", "share": 1.0, "with_qa": True}])
+    examples = stage_examples(world, stage, builder, TrainConfig(), exclude_qa=held)
+    replayed = resolve_source(world, Source(name="replay", share=1.0), TrainConfig())
+    films = {d["entity_id"] for d in replayed}
+    expected = [q for q in world.qa_where("old") if q["entity_id"] in films
+                and q["qa_id"] not in held]
+    assert held and expected
+    assert sum(e.kind == "qa" for e in examples) == len(expected)
+    assert sum(e.kind == "doc" for e in examples) == len(replayed)
+    questions = {tok.decode(e.input_ids) for e in examples if e.kind == "qa"}
+    for q in world.qa_where("old"):
+        if q["qa_id"] in held:
+            assert not any(q["question"] in text for text in questions)

@@ -69,6 +69,10 @@ def stage_examples(
     for src in stage.sources:
         rows = resolve_source(ds, src, train, exclude_qa)
         (qa_rows if src.name in QA_SOURCES else doc_rows).extend(rows)
+        if src.name == "replay" and src.with_qa:
+            films = {d["entity_id"] for d in rows}
+            qa_rows.extend(q for q in ds.qa_where("old") if q["entity_id"] in films
+                           and q["qa_id"] not in (exclude_qa or set()))
 
     examples: list[Example] = []
     attached: set[str] = set()
