@@ -78,8 +78,9 @@ def main() -> None:
     if kept and base:
         best = min(kept, key=lambda p: p["share"])
         print(f"smallest share keeping >=90% of base retention: {best['share']:g} "
-              f"(retention {best['retention_em']:.1f} of {base:.1f}); acquisition cost "
-              f"{none['exact_match'] - best['exact_match']:+.1f} EM points against no replay")
+              f"(retention {best['retention_em']:.1f} of {base:.1f}); new-knowledge EM "
+              f"{best['exact_match']:.1f} against {none['exact_match']:.1f} without replay "
+              f"({best['exact_match'] - none['exact_match']:+.1f} points)")
         ratio = best["retention_em"] / base
     else:
         print("no share kept 90% of the base model's retention; try larger shares")
