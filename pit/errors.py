@@ -58,6 +58,15 @@ class TransientError(PitError):
     """
 
 
+class StorageUnavailableError(StorageError, TransientError):
+    """The artifact store kept failing transiently (down, overloaded) past pit's own retries.
+
+    A :class:`TransientError`, so Prefect's task retries try again later; a
+    stage resumes from its newest checkpoint. `storage.max_attempts` (or
+    PIT_STORAGE_MAX_ATTEMPTS) sets how many tries pit makes first.
+    """
+
+
 class UnsafeOutputError(PitError):
     """An output folder that publishing would replace although pit did not write it.
 

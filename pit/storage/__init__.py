@@ -9,10 +9,11 @@ Four promises the rest of pit builds on:
 * **Atomic publish** (`store.py`). An output is a folder with a
   `MANIFEST.json` of every file's size and sha256, written last; readers
   trust only folders with a manifest, so none ever sees half an output.
-* **Retries** (`faults.py`, `backend.py`). Every operation is retried with
-  exponential backoff on transient failures (connection refused or reset,
-  timeouts, 5xx, throttling); after the last attempt a
-  :class:`~pit.errors.StorageError` names the endpoint and the fix.
+* **Retries** (`backend.py`, under `pit.retry`'s one rule). Every operation
+  is retried with exponential backoff on transient failures (connection
+  refused or reset, timeouts, 5xx, throttling; never a full disk); after the
+  last attempt a :class:`~pit.errors.StorageUnavailableError` names the
+  endpoint and the fix, and Prefect's task retries take it up.
 * **Verified local copies** (`cache.py`). :meth:`Store.fetch_dir` gives the
   local folder of an output: downloaded once, checked against the manifest,
   shared safely by processes, fetched again when the key is republished.
@@ -30,7 +31,6 @@ can be reused.
 from pit.storage.backend import Backend
 from pit.storage.cache import MARKER
 from pit.storage.config import StorageConfig
-from pit.storage.faults import is_transient, retry_call
 from pit.storage.hashing import file_sha256, fingerprint
 from pit.storage.manifest import (
     MANIFEST,
@@ -53,8 +53,6 @@ __all__ = [
     "fetch_model",
     "file_sha256",
     "fingerprint",
-    "is_transient",
     "local_problems",
     "manifest_id",
-    "retry_call",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pit.errors import UnsafeOutputError
-from pit.storage.manifest import MANIFEST
+from pit.storage.manifest import MANIFEST, is_publication
 from pit.storage.store import Store
 
 _SHOWN = 5
@@ -65,12 +65,17 @@ def _always_refused(out: str) -> str | None:
 
 
 def foreign_files(store: Store, key: str) -> list[str]:
-    """Files at `key` that its manifest does not list (all of them when it has none), sorted."""
+    """Files at `key` that its manifest does not list (all of them when it has none), sorted.
+
+    The publication folders of an S3 output (`.pit-*`, see `store.py`) are
+    pit's own, whichever publication they hold.
+    """
     if store.is_local and not Path(store.url(key)).is_dir():
         return []
     manifest = store.read_manifest(key)
     listed = set(manifest["files"]) | {MANIFEST} if manifest is not None else set()
-    return sorted(set(store._files(key)) - listed)
+    return sorted(rel for rel in set(store._files(key)) - listed
+                  if not is_publication(rel.split("/", 1)[0]))
 
 
 def destination_problem(out: str, *, overwrite: bool, flag: str = "--overwrite") -> str | None:

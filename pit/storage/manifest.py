@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -26,7 +27,26 @@ MANIFEST_FORMAT = 1
 STAGING_MARKERS = (".tmp-", ".old-")
 """Infixes of the sibling folders a publish or a download builds and swaps; never outputs."""
 
-_RESERVED_MANIFEST_KEYS = ("files", "format", "published_at")
+LEFTOVER = re.compile(r"\.(tmp|old)-[0-9a-f]{12}$")
+"""The whole shape of those names (`<name>.tmp-<12 hex>`): nothing else is ever pruned."""
+
+PUBLICATION_PREFIX = ".pit-"
+"""Start of the folder under an S3 output's key that holds one publication's files."""
+
+_PUBLICATION = re.compile(r"^\.pit-\d{8}T\d{6}Z-[0-9a-f]{12}$")
+
+
+def new_publication() -> str:
+    """A fresh publication folder name: its UTC start time (sorts by age) and a random id."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{PUBLICATION_PREFIX}{stamp}-{uuid.uuid4().hex[:12]}"
+
+
+def is_publication(name: str) -> bool:
+    """Whether a folder name is one :func:`new_publication` made."""
+    return bool(_PUBLICATION.match(name))
+
+_RESERVED_MANIFEST_KEYS = ("files", "format", "published_at", "root")
 
 
 class CorruptOutputError(StorageError):
