@@ -106,9 +106,26 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
 
 
 def _uri(cfg) -> str:
+    """The tracking URI to show: as configured, with any password masked."""
     from pit.tracking import tracking_uri
 
-    return tracking_uri(cfg.tracking.tracking_uri, cfg.workdir)
+    return masked_uri(tracking_uri(cfg.tracking.tracking_uri, cfg.workdir))
+
+
+def masked_uri(uri: str) -> str:
+    """`uri` with the password of its `user:password@` part replaced by `***`.
+
+    Tracking URIs such as `postgresql://mlflow:secret@db/mlflow` or
+    `https://user:token@mlflow.example.com` carry credentials; a terminal
+    or a CI log is no place for them.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 @app.command()

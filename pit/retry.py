@@ -80,14 +80,16 @@ class RetryPolicy:
 class HTTPStatusFault(Exception):
     """An HTTP reply whose status says "not now" (see :data:`TRANSIENT_STATUS`).
 
-    `retry_after` holds the seconds the server asked us to wait, when it said.
+    `retry_after` holds the seconds the server asked us to wait, when it said;
+    `detail` what it said about it (the start of its reply).
     """
 
-    def __init__(self, url: str, status: int, retry_after: float | None = None) -> None:
+    def __init__(self, url: str, status: int, retry_after: float | None = None,
+                 detail: str = "") -> None:
         self.url = url
         self.status = status
         self.retry_after = retry_after
-        super().__init__(f"HTTP {status} from {url}")
+        super().__init__(f"HTTP {status} from {url}" + (f": {detail}" if detail else ""))
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:

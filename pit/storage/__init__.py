@@ -28,17 +28,12 @@ output's key carries a hash of its config and its inputs, and
 can be reused.
 """
 
+from pit.errors import CorruptOutputError
 from pit.storage.backend import Backend
 from pit.storage.cache import MARKER
 from pit.storage.config import StorageConfig
 from pit.storage.hashing import file_sha256, fingerprint
-from pit.storage.manifest import (
-    MANIFEST,
-    MANIFEST_FORMAT,
-    CorruptOutputError,
-    local_problems,
-    manifest_id,
-)
+from pit.storage.manifest import MANIFEST, MANIFEST_FORMAT, local_problems, manifest_id
 from pit.storage.models import fetch_model
 from pit.storage.store import Store
 

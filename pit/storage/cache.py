@@ -36,10 +36,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pit.errors import StorageError
+from pit.errors import CorruptOutputError, StorageError
 from pit.storage.backend import Backend
 from pit.storage.leftovers import claim_new_dir, file_lock, prune
-from pit.storage.manifest import MANIFEST, CorruptOutputError, local_problems, write_local_atomic
+from pit.storage.manifest import MANIFEST, local_problems, write_local_atomic
 
 log = logging.getLogger(__name__)
 

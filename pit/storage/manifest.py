@@ -49,22 +49,6 @@ def is_publication(name: str) -> bool:
 _RESERVED_MANIFEST_KEYS = ("files", "format", "published_at", "root")
 
 
-class CorruptOutputError(StorageError):
-    """Files of a published output do not match its manifest; `problems` names each one.
-
-    Not transient: trying again reads the same bytes. The fix is to publish
-    the output again (or to let the step that makes it run again).
-    """
-
-    def __init__(self, where: str, problems: list[str]) -> None:
-        self.where = where
-        self.problems = list(problems)
-        super().__init__(
-            f"{where} does not match its {MANIFEST}: {'; '.join(self.problems)}. "
-            "Publish it again (or delete it so the step that makes it runs again)."
-        )
-
-
 def local_files(folder: Path) -> list[str]:
     """Relative paths of every file under `folder` but the manifest, sorted."""
     if not folder.is_dir():

@@ -46,13 +46,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pit.errors import StorageError
+from pit.errors import CorruptOutputError, StorageError
 from pit.storage.backend import Backend
 from pit.storage.cache import cached_copy
 from pit.storage.leftovers import claim_new_dir, prune
 from pit.storage.manifest import (
     MANIFEST,
-    CorruptOutputError,
     build_manifest,
     is_publication,
     local_problems,
