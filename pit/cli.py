@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ SetOpt = Annotated[
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[bold red]error:[/] {e}")
+    console.print(f"[bold red]error:[/] {masked_uri(str(e))}")
     raise typer.Exit(2)
 
 
@@ -52,6 +53,9 @@ def quiet_services() -> None:
     # A busy laptop can take longer than Prefect's default 20 s to start its local API.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prints "View run ... at <tracking URI>" with any password in it; pit prints
+    # where to look itself, masked.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -106,9 +110,23 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
 
 
 def _uri(cfg) -> str:
+    """The tracking URI to show: as configured, with any password masked."""
     from pit.tracking import tracking_uri
 
-    return tracking_uri(cfg.tracking.tracking_uri, cfg.workdir)
+    return masked_uri(tracking_uri(cfg.tracking.tracking_uri, cfg.workdir))
+
+
+_PASSWORD_IN_URL = re.compile(r"(://[^/\s:@]+):[^@\s/]+@")
+
+
+def masked_uri(text: str) -> str:
+    """`text` with the password of every `scheme://user:password@` in it replaced by `***`.
+
+    Tracking URIs such as `postgresql://mlflow:secret@db/mlflow` or
+    `https://user:token@mlflow.example.com` carry credentials, and so do
+    errors that quote them; a terminal or a CI log is no place for them.
+    """
+    return _PASSWORD_IN_URL.sub(r"\1:***@", text)
 
 
 @app.command()
@@ -195,14 +213,14 @@ def data_synth(
     from pit.storage.destination import check_destination, store_and_key
 
     try:
-        check_destination(out, overwrite=overwrite)
         cfg = load_config(preset, None, set_ or [])
+        check_destination(out, overwrite=overwrite, storage=cfg.storage)
+        ds = build_world(cfg.world)
+        store, key = store_and_key(out, cfg.storage)
+        with store.staging(key, {"kind": "dataset", "fingerprint": ds.fingerprint}) as folder:
+            ds.save(folder)
     except PitError as e:
         _fail(e)
-    ds = build_world(cfg.world)
-    store, key = store_and_key(out)
-    with store.staging(key, {"kind": "dataset", "fingerprint": ds.fingerprint}) as folder:
-        ds.save(folder)
     console.print(json.dumps(ds.stats(), indent=2))
 
 

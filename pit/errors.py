@@ -49,12 +49,37 @@ class StorageError(PitError):
     """The artifact store cannot be read or written (credentials, bucket, endpoint)."""
 
 
+class CorruptOutputError(StorageError):
+    """Files of a published output do not match its manifest; `problems` names each one.
+
+    Not transient: trying again reads the same bytes. The fix is to publish
+    the output again (or to let the step that makes it run again).
+    """
+
+    def __init__(self, where: str, problems: list[str]) -> None:
+        self.where = where
+        self.problems = list(problems)
+        super().__init__(
+            f"{where} does not match its MANIFEST.json: {'; '.join(self.problems)}. "
+            "Publish it again (or delete it so the step that makes it runs again)."
+        )
+
+
 class TransientError(PitError):
     """A fault that may pass on its own (a dropped connection, a timeout, HTTP 5xx or 429)
     that was still there after pit's own retries.
 
     Unlike other `PitError`s it is worth trying again later, so Prefect's task
     retries take it up where pit's own stopped.
+    """
+
+
+class StorageUnavailableError(StorageError, TransientError):
+    """The artifact store kept failing transiently (down, overloaded) past pit's own retries.
+
+    A :class:`TransientError`, so Prefect's task retries try again later; a
+    stage resumes from its newest checkpoint. `storage.max_attempts` (or
+    PIT_STORAGE_MAX_ATTEMPTS) sets how many tries pit makes first.
     """
 
 

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pit.config import PitConfig
@@ -36,7 +37,15 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
-            exp_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+            try:
+                exp_id = self.client.create_experiment(experiment,
+                                                       artifact_location=artifact_location)
+            except MlflowException:
+                # Another run created it between the lookup and the create: use theirs.
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
         else:
             exp_id = exp.experiment_id
         self.experiment_id = exp_id

@@ -17,8 +17,10 @@ from prefect.cache_policies import NO_CACHE
 from pit import pipeline
 from pit.artifacts import store_for
 from pit.config import PitConfig
-from pit.errors import PitError
 from pit.recipe import Recipe
+from pit.retry import is_transient
+from pit.train.launch import TrainingProcessError
+from tasks.retries import failure
 
 if TYPE_CHECKING:
     from prefect import Task
@@ -26,19 +28,18 @@ if TYPE_CHECKING:
     from prefect.states import State
 
 
-def _retry_unless_bad_input(task: Task, task_run: TaskRun, state: State) -> bool:
-    """Retry crashes and outages, not bad input: a missing bucket stays missing."""
-    try:
-        state.result()
-    except PitError:
-        return False
-    except BaseException:
-        return True
-    return True
+def _retry_transient_or_killed(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry outages (pit's rule) and a training process that died (killed, out of memory).
+
+    A dead training process resumes from its newest checkpoint on the retry;
+    bad input (a missing bucket stays missing) and bugs are not retried.
+    """
+    exc = failure(state)
+    return exc is not None and (is_transient(exc) or isinstance(exc, TrainingProcessError))
 
 
 _COMMON = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2,
-           "retry_condition_fn": _retry_unless_bad_input}
+           "retry_condition_fn": _retry_transient_or_killed}
 
 
 @task(name="build-dataset", retries=2, tags=["data"], **_COMMON)

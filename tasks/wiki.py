@@ -1,8 +1,9 @@
 """Prefect tasks over `pit.wiki`: each calls one pit function and returns small results.
 
-Retries cover what fails transiently (a mirror that drops the connection, a
-worker node lost mid-chunk); a damaged dump fails the same way every time, so
-its DataError is not retried.
+Retries cover what fails transiently past pit's own retries (a mirror or an
+LLM endpoint down for longer, a lost connection to a Dask worker), by
+`tasks.retries.retry_if_transient`; a damaged dump fails the same way every
+time, so its DataError is not retried, and neither is a bug.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from typing import Any
 
 from prefect import task
 
-from pit.errors import DataError
 from pit.wiki import (
     Chunk,
     PageSelector,
@@ -22,23 +22,13 @@ from pit.wiki import (
     scan_chunk,
 )
 from pit.wiki.params import BuildDatasetParams, run_build
-
-
-def _retry_unless_bad_data(task, task_run, state) -> bool:
-    """Retry everything except bad input, which would fail again the same way."""
-    try:
-        state.result()
-    except DataError:
-        return False
-    except Exception:
-        return True
-    return False
+from tasks.retries import retry_if_transient
 
 
 @task(
     retries=3,
     retry_delay_seconds=[10, 60, 300],
-    retry_condition_fn=_retry_unless_bad_data,
+    retry_condition_fn=retry_if_transient,
     tags=["wiki", "download"],
 )
 def fetch_dump(params: BuildDatasetParams) -> tuple[str, str | None]:
@@ -46,13 +36,13 @@ def fetch_dump(params: BuildDatasetParams) -> tuple[str, str | None]:
     return params.resolve_dump()
 
 
-@task(retries=1, retry_condition_fn=_retry_unless_bad_data, tags=["wiki"])
+@task(retries=1, retry_condition_fn=retry_if_transient, tags=["wiki"])
 def make_selector(config: WikiBuildConfig) -> PageSelector:
     """The page selector, read once (with a categorylinks table this reads the whole table)."""
     return config.selector()
 
 
-@task(retries=1, retry_condition_fn=_retry_unless_bad_data, tags=["wiki"])
+@task(retries=1, retry_condition_fn=retry_if_transient, tags=["wiki"])
 def plan_wiki_chunks(
     dump: str, index: str | None, chunk_mb: float, selector: PageSelector
 ) -> list[Chunk]:
@@ -63,7 +53,7 @@ def plan_wiki_chunks(
 @task(
     retries=2,
     retry_delay_seconds=5,
-    retry_condition_fn=_retry_unless_bad_data,
+    retry_condition_fn=retry_if_transient,
     tags=["wiki", "scan"],
 )
 def scan_wiki_chunk(
@@ -73,7 +63,7 @@ def scan_wiki_chunk(
     return scan_chunk(chunk, selector, on_error)
 
 
-@task(retries=1, retry_condition_fn=_retry_unless_bad_data, tags=["wiki"])
+@task(retries=1, retry_condition_fn=retry_if_transient, tags=["wiki"])
 def build_wiki(
     params: BuildDatasetParams, resolved: tuple[str, str | None], scan: ScanResult | None = None
 ) -> dict[str, Any]:

@@ -127,9 +127,14 @@ def test_readers_ignore_an_output_without_manifest(store: Store, tmp_path: Path)
 def test_republishing_replaces_the_old_output_entirely(store: Store, tmp_path: Path) -> None:
     store.publish(make_output(tmp_path / "v1", {"old.bin": b"1", "keep.bin": b"a"}), "out")
     store.publish(make_output(tmp_path / "v2", {"keep.bin": b"bb"}), "out", {"v": 2})
-    assert store.ls("out") == ["out/MANIFEST.json", "out/keep.bin"]
-    assert store.read_bytes("out/keep.bin") == b"bb"
-    assert store.read_manifest("out")["v"] == 2
+    manifest = store.read_manifest("out")
+    base = store.files_key("out", manifest)
+    assert sorted(store._files("out")) == sorted(
+        [MANIFEST, Store.join(base, "keep.bin")[len("out/"):]])
+    assert store.read_file("out", "keep.bin") == b"bb"
+    assert manifest["v"] == 2
+    with pytest.raises(FileNotFoundError, match="no published file old.bin"):
+        store.read_file("out", "old.bin")
 
 
 def test_staging_publishes_on_clean_exit_and_nothing_on_error(store: Store) -> None:
@@ -154,16 +159,17 @@ def test_verify_detects_a_corrupt_or_missing_file(
     store.publish(make_output(tmp_path / "src"), "ckpt/step-3")
     assert store.cached("ckpt/step-3") is not None
 
-    store.write_bytes("ckpt/step-3/optim/state.pt", b"X" * 300)
+    base = store.files_key("ckpt/step-3", store.read_manifest("ckpt/step-3"))
+    store.write_bytes(f"{base}/optim/state.pt", b"X" * 300)
     assert store.verify("ckpt/step-3"), "same size passes the cheap check"
     with caplog.at_level(logging.WARNING, logger="pit.storage"):
         assert not store.verify("ckpt/step-3", hashes=True)
     assert "optim/state.pt does not match the sha256" in caplog.text
     assert store.cached("ckpt/step-3", hashes=True) is None
 
-    store.write_bytes("ckpt/step-3/model.safetensors", b"truncated")
+    store.write_bytes(f"{base}/model.safetensors", b"truncated")
     assert any("has 9 bytes, the manifest says 1000" in p for p in store.problems("ckpt/step-3"))
-    store.rm("ckpt/step-3/x.json")
+    store.rm(f"{base}/x.json")
     assert any(
         "x.json is listed in the manifest but missing" in p for p in store.problems("ckpt/step-3")
     )
@@ -266,7 +272,7 @@ def test_endpoint_down_is_retried_with_backoff_then_fails_clearly(
     assert "failed 3 time(s)" in msg
     assert "Is the S3 endpoint up? Set AWS_ENDPOINT_URL" in msg
     retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
-    assert [r.getMessage().split("(attempt ")[1] for r in retries] == ["1 of 3)", "2 of 3)"]
+    assert [r.getMessage().split("(failure ")[1] for r in retries] == ["1 of 3)", "2 of 3)"]
 
 
 @pytest.mark.integration
@@ -289,7 +295,8 @@ def test_server_stopped_during_upload_leaves_no_manifest_and_the_retry_completes
     assert uploaded == ["model.safetensors"]
 
     server.start()
-    assert store.exists("ckpt/step-1/model.safetensors"), "the partial upload is there"
+    assert [f for f in store._files("ckpt/step-1") if f.endswith("/model.safetensors")], \
+        "the partial upload is there"
     assert not store.is_complete("ckpt/step-1")
     assert store.cached("ckpt/step-1") is None
 

@@ -37,8 +37,14 @@ def contents(folder: Path) -> dict[str, bytes]:
 
 
 def siblings(dest: Path) -> list[str]:
-    """Names next to a cached copy that a fetch in flight would leave behind."""
-    return sorted(p.name for p in dest.parent.iterdir() if p.name != dest.name)
+    """Names next to a cached copy that a fetch in flight would leave behind (not its lock)."""
+    return sorted(p.name for p in dest.parent.iterdir()
+                  if p.name not in (dest.name, f".{dest.name}.lock"))
+
+
+def copies(folder: Path) -> list[Path]:
+    """The cached copies in a cache folder, without their lock files."""
+    return sorted(p for p in folder.iterdir() if not p.name.endswith(".lock"))
 
 
 V1 = {"model.safetensors": b"w" * 4000, "tokenizer/vocab.json": b'{"a": 1}', "config.json": b"{}"}
@@ -66,10 +72,12 @@ def test_a_remote_output_is_downloaded_once_and_then_reused(remote: Store, tmp_p
     folder = remote.fetch_dir("datasets/x", tmp_path / "cache")
     assert folder == tmp_path / "cache/datasets/x"
     assert contents(folder) == V1
-    assert json.loads((folder / MANIFEST).read_text()) == remote.read_manifest("datasets/x")
+    published = remote.read_manifest("datasets/x")
+    assert json.loads((folder / MANIFEST).read_text()) == {
+        k: v for k, v in published.items() if k != "root"}, "the copy's files lie at its top"
     # With the data objects gone from the bucket, only a reused copy can still be returned.
     for rel in V1:
-        remote.rm(f"datasets/x/{rel}")
+        remote.rm(f"{remote.files_key('datasets/x', published)}/{rel}")
     assert remote.fetch_dir("datasets/x", tmp_path / "cache") == folder
     assert contents(folder) == V1
     assert siblings(folder) == []
@@ -108,15 +116,16 @@ def test_a_republished_key_is_fetched_again(remote: Store, tmp_path: Path) -> No
 @pytest.mark.integration
 def test_a_download_that_does_not_match_the_manifest_is_refused_and_left_nowhere(
         remote: Store, tmp_path: Path, s3_env) -> None:
-    publish(remote, tmp_path, "datasets/x", V1)
+    manifest = publish(remote, tmp_path, "datasets/x", V1)
     bucket, prefix = remote.root.removeprefix("s3://").split("/", 1)
-    s3_env.client().put_object(Bucket=bucket, Key=f"{prefix}/datasets/x/model.safetensors",
+    files = remote.files_key("datasets/x", manifest)
+    s3_env.client().put_object(Bucket=bucket, Key=f"{prefix}/{files}/model.safetensors",
                                Body=b"X" * 4000)  # same size, other bytes
     with pytest.raises(CorruptOutputError) as err:
         remote.fetch_dir("datasets/x", tmp_path / "cache")
     assert err.value.problems == ["model.safetensors does not match its size or sha256"]
     assert "Publish it again" in str(err.value)
-    assert list((tmp_path / "cache/datasets").iterdir()) == []
+    assert copies(tmp_path / "cache/datasets") == []
 
 
 @pytest.mark.integration
@@ -173,11 +182,11 @@ def test_a_model_published_to_s3_loads_through_one_verified_copy(
     store = Store(StorageConfig(root=f"{s3_bucket}/models", **FAST))
     store.publish(tiny_model, "tiny")
     model, tok = load_model(f"{s3_bucket}/models/tiny", cache_dir=tmp_path / "models")
-    copies = list((tmp_path / "models").iterdir())
-    assert len(copies) == 1 and contents(copies[0]) == contents(tiny_model)
-    assert json.loads((copies[0] / MARKER).read_text())["source"] == f"{s3_bucket}/models/tiny"
+    found = copies(tmp_path / "models")
+    assert len(found) == 1 and contents(found[0]) == contents(tiny_model)
+    assert json.loads((found[0] / MARKER).read_text())["source"] == f"{s3_bucket}/models/tiny"
     again, _ = load_model(f"{s3_bucket}/models/tiny", cache_dir=tmp_path / "models")
-    assert list((tmp_path / "models").iterdir()) == copies
+    assert copies(tmp_path / "models") == found
     assert all(p.equal(q) for p, q in zip(model.parameters(), again.parameters(), strict=True))
 
 

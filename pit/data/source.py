@@ -64,10 +64,11 @@ def dataset_folder(cfg: PitConfig, ref: str) -> Path:
 
 
 def _check_published_folder(path: Path) -> None:
-    """A folder pit published must match its manifest; a hand-made one is taken as it is."""
+    """A folder pit published must match its manifest, bytes included; a hand-made one is taken
+    as it is."""
     if not (path / MANIFEST).is_file():
         return
-    problems = Store(path.parent).problems(path.name)
+    problems = Store(path.parent).problems(path.name, hashes=True)
     if problems:
         raise DataError(f"data set {path} is incomplete or damaged: {'; '.join(problems)}. "
                         "Publish it again.")

@@ -8,14 +8,20 @@ Four promises the rest of pit builds on:
 
 * **Atomic publish** (`store.py`). An output is a folder with a
   `MANIFEST.json` of every file's size and sha256, written last; readers
-  trust only folders with a manifest, so none ever sees half an output.
-* **Retries** (`faults.py`, `backend.py`). Every operation is retried with
-  exponential backoff on transient failures (connection refused or reset,
-  timeouts, 5xx, throttling); after the last attempt a
-  :class:`~pit.errors.StorageError` names the endpoint and the fix.
+  trust only folders with a manifest, so none ever sees half an output, and
+  two writers of one key never mix their files (on S3 each publication
+  uploads under a folder of its own that the manifest names). What killed
+  writers leave is pruned by the next one (`leftovers.py`).
+* **Retries** (`backend.py`, under `pit.retry`'s one rule). Every operation
+  is retried with exponential backoff on transient failures (connection
+  refused or reset, timeouts, 5xx, throttling; never a full disk); after the
+  last attempt a :class:`~pit.errors.StorageUnavailableError` names the
+  endpoint and the fix, and Prefect's task retries take it up.
 * **Verified local copies** (`cache.py`). :meth:`Store.fetch_dir` gives the
-  local folder of an output: downloaded once, checked against the manifest,
-  shared safely by processes, fetched again when the key is republished.
+  local folder of an output: downloaded once under a file lock, checked
+  against the manifest's sizes and sha256 (a local output is hashed where it
+  lies), shared safely by processes, fetched again when the key is
+  republished.
 * **No secrets.** Credentials come only from the standard AWS environment
   variables, shared profiles or an instance role; the config holds at most
   a profile *name*. Error messages and log records are scrubbed of the
@@ -27,18 +33,12 @@ output's key carries a hash of its config and its inputs, and
 can be reused.
 """
 
+from pit.errors import CorruptOutputError
 from pit.storage.backend import Backend
 from pit.storage.cache import MARKER
 from pit.storage.config import StorageConfig
-from pit.storage.faults import is_transient, retry_call
 from pit.storage.hashing import file_sha256, fingerprint
-from pit.storage.manifest import (
-    MANIFEST,
-    MANIFEST_FORMAT,
-    CorruptOutputError,
-    local_problems,
-    manifest_id,
-)
+from pit.storage.manifest import MANIFEST, MANIFEST_FORMAT, local_problems, manifest_id
 from pit.storage.models import fetch_model
 from pit.storage.store import Store
 
@@ -53,8 +53,6 @@ __all__ = [
     "fetch_model",
     "file_sha256",
     "fingerprint",
-    "is_transient",
     "local_problems",
     "manifest_id",
-    "retry_call",
 ]

@@ -4,11 +4,13 @@ One class over fsspec that branches on the URL scheme of its root, as
 OLMo-core's `io.py` does: a local folder by default, `s3://bucket/prefix` for
 AWS or any S3-compatible store (MinIO). Callers name files by *keys*
 (`"checkpoints/3f2a/step-000100"`) relative to that root and never learn
-which backend they are on. Every operation runs under the retry rule of
-`pit.storage.faults`; after the last attempt a :class:`~pit.errors.StorageError`
-names the endpoint and the fix. botocore's and s3fs's own retry loops are
-turned off so that one policy, set in :class:`StorageConfig`, decides how long
-pit waits for an outage.
+which backend they are on. Every operation runs under pit's one retry rule
+(`pit.retry`); after the last attempt a transient fault becomes a
+:class:`~pit.errors.StorageUnavailableError`, which names the endpoint and
+the fix and which Prefect's task retries take up, while bad input (a missing
+bucket, rejected credentials) becomes a plain :class:`~pit.errors.StorageError`.
+botocore's and s3fs's own retry loops are turned off so that one policy, set
+in :class:`StorageConfig`, decides how long pit waits for an outage.
 """
 
 from __future__ import annotations
@@ -24,18 +26,11 @@ from urllib.parse import urlsplit
 
 import fsspec
 
-from pit.errors import StorageError
-from pit.storage.config import StorageConfig
-from pit.storage.faults import (
-    CREDENTIAL_FIX,
-    REJECTED_CREDENTIAL_CODES,
-    client_error,
-    is_transient,
-    missing_credentials,
-    retry_call,
-    short,
-)
-from pit.storage.manifest import STAGING_MARKERS, local_files, write_local_atomic
+from pit.errors import StorageError, StorageUnavailableError
+from pit.retry import RetryPolicy, is_transient, retry, service_error
+from pit.storage.config import MAX_ATTEMPTS_ENV, StorageConfig
+from pit.storage.faults import CREDENTIAL_FIX, REJECTED_CREDENTIAL_CODES, missing_credentials, short
+from pit.storage.manifest import STAGING_MARKERS, is_publication, local_files, write_local_atomic
 
 T = TypeVar("T")
 
@@ -144,14 +139,10 @@ class Backend:
 
     def _retry(self, what: str, url: str, fn: Callable[[], T]) -> T:
         started = time.monotonic()
+        policy = RetryPolicy(self.config.max_attempts, self.config.backoff_s,
+                             self.config.backoff_max_s)
         try:
-            return retry_call(
-                fn,
-                what=f"{what} {url}",
-                attempts=self.config.max_attempts,
-                backoff_s=self.config.backoff_s,
-                backoff_max_s=self.config.backoff_max_s,
-            )
+            return retry(fn, what=f"{what} {url}", policy=policy, explain=short)
         except Exception as exc:
             raise self._translate(
                 exc, what, url, self.config.max_attempts, time.monotonic() - started
@@ -160,7 +151,7 @@ class Backend:
     def _translate(
         self, exc: Exception, what: str, url: str, attempts: int, elapsed: float
     ) -> Exception:
-        code, status = client_error(exc)
+        code, status = service_error(exc)
         if missing_credentials(exc):
             return StorageError(
                 f"no AWS credentials found to {what} {url} at {self._where()}: {CREDENTIAL_FIX}"
@@ -179,11 +170,12 @@ class Backend:
                 "or pick another --artifact-root"
             )
         if is_transient(exc):
-            return StorageError(
+            return StorageUnavailableError(
                 f"cannot {what} {url}: the store at {self._where()} failed {attempts} time(s) "
                 f"over {elapsed:.1f} s ({short(exc)}). Is the S3 endpoint up? Set "
                 "AWS_ENDPOINT_URL (or storage.endpoint_url) to its address, or leave both unset "
-                "for AWS itself; storage.max_attempts sets how long pit waits."
+                f"for AWS itself; storage.max_attempts (or {MAX_ATTEMPTS_ENV}) sets how many "
+                "tries pit makes before leaving it to the task's retries."
             )
         if isinstance(exc, FileNotFoundError):
             return FileNotFoundError(f"no such key in the artifact store: {url}")
@@ -217,7 +209,7 @@ class Backend:
                 try:
                     self.fs.call_s3("head_bucket", Bucket=self.bucket)
                 except Exception as exc:
-                    if client_error(exc) == ("404", 404) or client_error(exc)[0] in (
+                    if service_error(exc) == ("404", 404) or service_error(exc)[0] in (
                         "NoSuchBucket",
                         "NotFound",
                     ):
@@ -268,8 +260,9 @@ class Backend:
     def ls(self, key: str = "") -> list[str]:
         """Keys directly under `key`, sorted; an absent folder lists as empty.
 
-        Staging folders of publishes in flight (`*.tmp-*`, `*.old-*`) are left
-        out, so a caller scanning for outputs never trips over one.
+        Staging folders of publishes in flight (`*.tmp-*`, `*.old-*`) and the
+        publication folders of S3 outputs (`.pit-*`) are left out, so a caller
+        scanning for outputs never trips over one.
         """
         url = self.url(key)
 
@@ -283,7 +276,7 @@ class Backend:
         out = []
         for path in self._call("list", url, listing):
             name = self.fs._strip_protocol(path).rstrip("/")[len(base) :].strip("/")
-            if name and not any(m in name for m in STAGING_MARKERS):
+            if name and not any(m in name for m in STAGING_MARKERS) and not is_publication(name):
                 out.append(self.join(key, name))
         return sorted(out)
 

@@ -2,14 +2,18 @@
 
 Training, evaluation and resume read outputs (data sets, checkpoints,
 models) from a local folder. For a remote store that folder is a copy under
-a cache root, and the copy is made so that it can be trusted without a
-lock:
+a cache root, made so that it can be trusted:
 
+* processes fetching one key take turns under a file lock beside the copy
+  (`.<name>.lock`), so the first downloads and the others find its copy;
+  the lock only saves work, it is not what makes the copy trustworthy;
 * files are downloaded into a sibling folder of a unique name
-  (`<dest>.tmp-<uuid>`), each checked against the manifest's size and
-  sha256, and only a complete, verified folder is renamed into place;
-  two processes fetching one key each build their own and the second
-  rename finds the first copy already there;
+  (`<dest>.tmp-<id>`, locked by its writer), each checked against the
+  manifest's size and sha256, and only a complete, verified folder is
+  renamed into place; where locks are not to be had, two processes each
+  build their own and the second rename finds the first copy there;
+* what a killed fetch left (`<dest>.tmp-*`, `<dest>.old-*`) is removed by
+  the next fetch of that key (see `leftovers.py`);
 * a marker file in the copy records which publication of the key it holds
   (the sha256 of the manifest), so a republished key is fetched again;
 * a cached copy is reused only if its marker names the current manifest
@@ -32,9 +36,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pit.errors import StorageError
+from pit.errors import CorruptOutputError, StorageError
 from pit.storage.backend import Backend
-from pit.storage.manifest import MANIFEST, CorruptOutputError, local_problems, write_local_atomic
+from pit.storage.leftovers import claim_new_dir, file_lock, prune
+from pit.storage.manifest import MANIFEST, local_problems, write_local_atomic
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,7 @@ def _usable(dest: Path, files: Mapping[str, Mapping[str, Any]], identity: str) -
 def _download(
     store: Backend, key: str, folder: Path, files: Mapping[str, Mapping[str, Any]]
 ) -> list[str]:
+    log.info("downloading %d file(s) of %s into %s", len(files), store.url(key), folder)
     """Fetch every listed file into `folder`; returns the problems (missing or mismatched files)."""
     missing = []
     for rel in sorted(files):
@@ -112,26 +118,34 @@ def cached_copy(
     files: Mapping[str, Mapping[str, Any]],
     identity: str,
     manifest: Mapping[str, Any] | None = None,
+    *,
+    files_key: str | None = None,
 ) -> Path:
     """`dest` holding the files of `key` as `files` describes them, downloaded only if needed.
 
     `identity` names the publication (see :func:`~pit.storage.manifest.manifest_id`);
-    `manifest`, when given, is written into the copy as its `MANIFEST.json`.
-    Raises :class:`CorruptOutputError` if the downloaded files do not match.
+    `manifest`, when given, is written into the copy as its `MANIFEST.json`;
+    `files_key` is where the files lie when not directly under `key`.
+    Raises :class:`CorruptOutputError`, naming each file, if the downloaded
+    files do not match.
     """
-    if _usable(dest, files, identity):
-        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.name}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        bad = _download(store, key, tmp, files)
-        if bad:
-            raise CorruptOutputError(f"{store.url(key)} (as downloaded)", bad)
-        if manifest is not None:
-            write_local_atomic(tmp / MANIFEST, json.dumps(manifest, indent=2).encode() + b"\n")
-        marker = {"manifest": identity, "source": store.url(key)}
-        (tmp / MARKER).write_text(json.dumps(marker) + "\n")
-        _swap_in(tmp, dest, files, identity)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with file_lock(dest.parent / f".{dest.name}.lock"):
+        prune(dest.parent, prefix=f"{dest.name}.", stale_after_s=store.config.stale_after_s)
+        if _usable(dest, files, identity):
+            return dest
+        with claim_new_dir(dest.parent, f"{dest.name}.tmp-") as claim:
+            tmp = claim.path
+            try:
+                bad = _download(store, files_key if files_key is not None else key, tmp, files)
+                if bad:
+                    raise CorruptOutputError(f"{store.url(key)} (as downloaded)", bad)
+                if manifest is not None:
+                    write_local_atomic(tmp / MANIFEST,
+                                       json.dumps(manifest, indent=2).encode() + b"\n")
+                marker = {"manifest": identity, "source": store.url(key)}
+                (tmp / MARKER).write_text(json.dumps(marker) + "\n")
+                _swap_in(tmp, dest, files, identity)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     return dest

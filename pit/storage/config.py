@@ -6,6 +6,21 @@ import os
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pit.errors import ConfigError
+
+MAX_ATTEMPTS_ENV = "PIT_STORAGE_MAX_ATTEMPTS"
+"""Environment variable for `max_attempts` where no config reaches the store (`pit data wiki`)."""
+
+
+def _env_attempts() -> int:
+    raw = os.environ.get(MAX_ATTEMPTS_ENV, "").strip()
+    if not raw:
+        return 5
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{MAX_ATTEMPTS_ENV}={raw!r} is not a whole number of tries (1 or more)",
+                          source="environment")
+    return int(raw)
+
 
 class StorageConfig(BaseModel):
     """Where artifacts live and how hard to try when the store misbehaves.
@@ -32,7 +47,10 @@ class StorageConfig(BaseModel):
         None, description="Name of an AWS profile to take credentials from. Unset: AWS_PROFILE."
     )
     max_attempts: int = Field(
-        5, ge=1, description="Tries per operation before giving up on a transient failure."
+        default_factory=_env_attempts,
+        ge=1,
+        description="Tries per operation before giving up on a transient failure (then "
+        f"Prefect's task retries take over). Unset: {MAX_ATTEMPTS_ENV}, else 5.",
     )
     backoff_s: float = Field(
         0.5, ge=0, description="Wait before the second try; doubles on each further try."
@@ -40,6 +58,12 @@ class StorageConfig(BaseModel):
     backoff_max_s: float = Field(8.0, ge=0, description="Upper bound on one wait between tries.")
     connect_timeout_s: float = Field(5.0, gt=0, description="Seconds to open a connection.")
     read_timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for a response.")
+    stale_after_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Age after which an S3 upload that no manifest names (a killed or "
+        "superseded publish) is pruned; a live writer's newest object is always younger.",
+    )
 
     @field_validator("root")
     @classmethod

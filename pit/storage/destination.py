@@ -17,21 +17,26 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pit.errors import UnsafeOutputError
-from pit.storage.manifest import MANIFEST
+from pit.storage.config import StorageConfig
+from pit.storage.manifest import MANIFEST, is_publication
 from pit.storage.store import Store
 
 _SHOWN = 5
 
 
-def store_and_key(out: str) -> tuple[Store, str]:
-    """The storage root holding `out` and the key of `out` under it."""
+def store_and_key(out: str, storage: StorageConfig | None = None) -> tuple[Store, str]:
+    """The storage root holding `out` and the key of `out` under it.
+
+    `storage` lends its settings (endpoint, retries) to that store; its own
+    root is not used.
+    """
     out = out.rstrip("/")
     if "://" in out:
         root, key = out.rsplit("/", 1)
     else:
         path = Path(out).expanduser().resolve()
         root, key = str(path.parent), path.name
-    return Store(root), key
+    return Store((storage or StorageConfig()).model_copy(update={"root": root})), key
 
 
 def _always_refused(out: str) -> str | None:
@@ -65,15 +70,21 @@ def _always_refused(out: str) -> str | None:
 
 
 def foreign_files(store: Store, key: str) -> list[str]:
-    """Files at `key` that its manifest does not list (all of them when it has none), sorted."""
+    """Files at `key` that its manifest does not list (all of them when it has none), sorted.
+
+    The publication folders of an S3 output (`.pit-*`, see `store.py`) are
+    pit's own, whichever publication they hold.
+    """
     if store.is_local and not Path(store.url(key)).is_dir():
         return []
     manifest = store.read_manifest(key)
     listed = set(manifest["files"]) | {MANIFEST} if manifest is not None else set()
-    return sorted(set(store._files(key)) - listed)
+    return sorted(rel for rel in set(store._files(key)) - listed
+                  if not is_publication(rel.split("/", 1)[0]))
 
 
-def destination_problem(out: str, *, overwrite: bool, flag: str = "--overwrite") -> str | None:
+def destination_problem(out: str, *, overwrite: bool, flag: str = "--overwrite",
+                        storage: StorageConfig | None = None) -> str | None:
     """Why publishing to `out` would lose what pit did not write, or None when it is safe.
 
     `flag` is how the caller's user says "replace it anyway" (a CLI flag, a
@@ -83,7 +94,7 @@ def destination_problem(out: str, *, overwrite: bool, flag: str = "--overwrite")
     if refused is not None or overwrite:
         return refused
     fix = f"Choose a new or empty folder, or pass {flag} to replace it anyway."
-    store, key = store_and_key(out.removeprefix("file://"))
+    store, key = store_and_key(out.removeprefix("file://"), storage)
     if store.is_local and Path(store.url(key)).is_file():
         return f"--out {out} is a file, not a folder; publishing would replace it. {fix}"
     found = foreign_files(store, key)
@@ -103,8 +114,9 @@ def destination_problem(out: str, *, overwrite: bool, flag: str = "--overwrite")
     )
 
 
-def check_destination(out: str, *, overwrite: bool, flag: str = "--overwrite") -> None:
+def check_destination(out: str, *, overwrite: bool, flag: str = "--overwrite",
+                      storage: StorageConfig | None = None) -> None:
     """Raise :class:`~pit.errors.UnsafeOutputError` when publishing to `out` is not safe."""
-    problem = destination_problem(out, overwrite=overwrite, flag=flag)
+    problem = destination_problem(out, overwrite=overwrite, flag=flag, storage=storage)
     if problem is not None:
         raise UnsafeOutputError(problem)

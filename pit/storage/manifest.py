@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -26,23 +27,26 @@ MANIFEST_FORMAT = 1
 STAGING_MARKERS = (".tmp-", ".old-")
 """Infixes of the sibling folders a publish or a download builds and swaps; never outputs."""
 
-_RESERVED_MANIFEST_KEYS = ("files", "format", "published_at")
+LEFTOVER = re.compile(r"\.(tmp|old)-[0-9a-f]{12}$")
+"""The whole shape of those names (`<name>.tmp-<12 hex>`): nothing else is ever pruned."""
+
+PUBLICATION_PREFIX = ".pit-"
+"""Start of the folder under an S3 output's key that holds one publication's files."""
+
+_PUBLICATION = re.compile(r"^\.pit-\d{8}T\d{6}Z-[0-9a-f]{12}$")
 
 
-class CorruptOutputError(StorageError):
-    """Files of a published output do not match its manifest; `problems` names each one.
+def new_publication() -> str:
+    """A fresh publication folder name: its UTC start time (sorts by age) and a random id."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{PUBLICATION_PREFIX}{stamp}-{uuid.uuid4().hex[:12]}"
 
-    Not transient: trying again reads the same bytes. The fix is to publish
-    the output again (or to let the step that makes it run again).
-    """
 
-    def __init__(self, where: str, problems: list[str]) -> None:
-        self.where = where
-        self.problems = list(problems)
-        super().__init__(
-            f"{where} does not match its {MANIFEST}: {'; '.join(self.problems)}. "
-            "Publish it again (or delete it so the step that makes it runs again)."
-        )
+def is_publication(name: str) -> bool:
+    """Whether a folder name is one :func:`new_publication` made."""
+    return bool(_PUBLICATION.match(name))
+
+_RESERVED_MANIFEST_KEYS = ("files", "format", "published_at", "root")
 
 
 def local_files(folder: Path) -> list[str]:

@@ -7,9 +7,9 @@ import logging
 import os
 from pathlib import Path
 
-from pit.errors import ModelNotFoundError
+from pit.errors import CorruptOutputError, ModelNotFoundError
 from pit.storage.cache import cached_copy
-from pit.storage.manifest import MANIFEST, CorruptOutputError, manifest_id
+from pit.storage.manifest import MANIFEST, manifest_id
 from pit.storage.store import Store
 
 log = logging.getLogger(__name__)

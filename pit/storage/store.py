@@ -3,32 +3,67 @@
 An output (a data set, a checkpoint, a model) is a folder with a
 `MANIFEST.json` that lists every file with its size and sha256. The manifest
 is written last, so a reader that trusts only folders with a manifest never
-sees half an output. Locally the folder is built under `<key>.tmp-<uuid>` and
-renamed into place; on S3, where a rename is a copy of every object, files are
-uploaded under `<key>/` directly and the manifest object is what makes them
-visible. :meth:`Store.fetch_dir` is the way back: the local folder of an
+sees half an output, and every read checks the files against it.
+
+Locally the folder is built under `<key>.tmp-<id>` (locked by its writer,
+see `leftovers.py`) and renamed into place; a rename is atomic, and two
+writers of one key each rename a complete folder, the last one winning.
+
+S3 has no rename (a "move" copies every object) and no transaction over
+several objects, so a publish never writes where another publish of the same
+key writes. Each one uploads its files under a folder of its own beneath the
+key, `<key>/.pit-<UTC time>-<random id>/`, and then writes `<key>/MANIFEST.json`
+naming that folder (`"root"`) as its last step. One PUT of one object is
+atomic, so a reader that goes through the manifest sees exactly one
+publication's files: two writers racing on one key cannot mix their files
+(the last manifest wins, complete), a writer killed mid-upload leaves a
+folder no manifest names (never read), and the output the manifest named
+before stays whole until the new manifest replaces it. Conditional PUTs
+(If-None-Match) would only make the second writer fail, and a lock object
+would outlive a killed writer; separate folders need neither. The price is
+one level more in the bucket (`aws s3 cp --recursive` of an output brings
+the `.pit-*` folder with it), and that leftovers need pruning: after writing
+its manifest, a publish removes the folder of the manifest it replaced and
+every other folder under the key whose newest object is older than
+`storage.stale_after_s` (a live writer keeps adding objects; a dead one's
+stop). :meth:`Store.fetch_dir` is the way back: the local folder of an
 output, downloaded once into a cache and verified.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pit.errors import CorruptOutputError, StorageError
 from pit.storage.backend import Backend
 from pit.storage.cache import cached_copy
-from pit.storage.manifest import MANIFEST, build_manifest, manifest_id, write_local_atomic
+from pit.storage.leftovers import claim_new_dir, prune
+from pit.storage.manifest import (
+    MANIFEST,
+    build_manifest,
+    is_publication,
+    local_problems,
+    manifest_id,
+    new_publication,
+    write_local_atomic,
+)
 
 log = logging.getLogger(__name__)
+
+_SWAP_TRIES = 5
+_REFETCH_TRIES = 3
 
 
 class Store(Backend):
@@ -45,16 +80,20 @@ class Store(Backend):
         """Publish a local folder as the output `key`, all or nothing.
 
         `manifest` holds the caller's own fields (step, config, fingerprint);
-        pit adds `files` (relative path → size and sha256), `format` and
-        `published_at`. Any earlier output at `key` is withdrawn first, so
-        readers never see old files under a new manifest. If this raises, no
-        manifest exists for `key`, and calling it again completes the output.
-        `progress` is called with each relative path once it is stored.
+        pit adds `files` (relative path -> size and sha256), `format`,
+        `published_at` and, on S3, `root`. Readers see the earlier output at
+        `key` until this one is complete, then this one; never a mix. If this
+        raises, `key` holds what it held before, and calling it again
+        completes the output. `progress` is called with each relative path
+        once it is stored.
         """
         local = Path(local_dir)
         full = build_manifest(local, manifest)
-        if self.is_local:
-            staging = Path(self.url(key) + f".tmp-{uuid.uuid4().hex[:12]}")
+        if not self.is_local:
+            return self._publish_remote(local, key, full, progress)
+        dest = Path(self.url(key))
+        prune(dest.parent, stale_after_s=self.config.stale_after_s)
+        with claim_new_dir(dest.parent, f"{dest.name}.tmp-") as claim:
 
             def copy(src: str, dst: str) -> None:
                 shutil.copy2(src, dst)
@@ -62,53 +101,116 @@ class Store(Backend):
                     progress(Path(src).relative_to(local).as_posix())
 
             try:
-                shutil.copytree(local, staging, copy_function=copy)
-                self._commit_local(staging, key, full)
+                shutil.copytree(local, claim.path, copy_function=copy, dirs_exist_ok=True)
+                self._commit_local(claim.path, key, full)
             finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            return full
-        self.rm(self.join(key, MANIFEST))
-        self.rm(key)
-        self.put_dir(local, key, progress=progress)
-        self.write_json(self.join(key, MANIFEST), full)
+                shutil.rmtree(claim.path, ignore_errors=True)
         return full
 
+    def _publish_remote(self, local: Path, key: str, full: dict[str, Any],
+                        progress: Callable[[str], None] | None) -> dict[str, Any]:
+        """Upload under a publication folder of its own, then point the manifest at it."""
+        root = new_publication()
+        self.put_dir(local, self.join(key, root), progress=progress)
+        full["root"] = root
+        replaced = self.read_manifest(key)
+        self.write_json(self.join(key, MANIFEST), full)
+        try:
+            self._prune_remote(key, replaced)
+        except (StorageError, OSError) as e:
+            log.warning("published %s, but could not prune what it replaced: %s",
+                        self.url(key), e)
+        return full
+
+    def _prune_remote(self, key: str, replaced: Mapping[str, Any] | None) -> None:
+        """Remove publication folders under `key` that no reader will be sent to again."""
+        current = self.read_manifest(key) or {}
+        keep = {current.get("root")}
+        superseded = (replaced or {}).get("root")
+        url = self.url(key)
+
+        def listing() -> list[str]:
+            try:
+                return self.fs.ls(url, detail=False)
+            except FileNotFoundError:
+                return []
+
+        for path in self._call("list", url, listing):
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            if not is_publication(name) or name in keep:
+                continue
+            folder = self.join(key, name)
+            if name == superseded or self._age(folder) > self.config.stale_after_s:
+                log.info("removing %s: no manifest names it any more", self.url(folder))
+                self.rm(folder)
+        if replaced is not None and not replaced.get("root"):
+            for rel in replaced["files"]:
+                self.rm(self.join(key, rel))
+
+    def _age(self, key: str) -> float:
+        """Seconds since the newest object under `key` was written (inf when there is none)."""
+        url = self.url(key)
+
+        def find() -> dict[str, Any]:
+            try:
+                return self.fs.find(url, detail=True)
+            except FileNotFoundError:
+                return {}
+
+        found = self._call("list", url, find).values()
+        stamps = [i["LastModified"].timestamp() for i in found if i.get("LastModified")]
+        return time.time() - max(stamps) if stamps else float("inf")
+
     def _commit_local(self, staging: Path, key: str, full: dict[str, Any]) -> None:
-        """Write the manifest into a finished staging folder and rename it into place."""
+        """Write the manifest into a finished staging folder and rename it into place.
+
+        A rename onto a folder that is not empty fails on POSIX, so the
+        output there (an older one, or a racing writer's) is first renamed
+        aside and removed; a process still reading it keeps its open files.
+        """
         dest = Path(self.url(key))
         write_local_atomic(staging / MANIFEST, json.dumps(full, indent=2).encode() + b"\n")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        old = None
-        if dest.exists():
-            old = dest.with_name(dest.name + f".old-{uuid.uuid4().hex[:12]}")
-            os.replace(dest, old)
-        os.replace(staging, dest)
-        if old is not None:
+        for _ in range(_SWAP_TRIES):
+            try:
+                os.rename(staging, dest)
+                return
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            old = dest.with_name(f"{dest.name}.old-{uuid.uuid4().hex[:12]}")
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(dest, old)
             shutil.rmtree(old, ignore_errors=True)
+        raise StorageError(f"could not move a finished output into {dest}: other writers kept "
+                           "replacing it. Run one writer per output, or retry.")
 
     @contextlib.contextmanager
     def staging(self, key: str, manifest: dict[str, Any] | None = None) -> Iterator[Path]:
         """Write an output's files into a local folder; it is published on clean exit.
 
         `manifest` may be filled in inside the block (final metrics, say). On
-        an exception nothing is published and the folder is removed. For a
-        local store the folder already sits beside its destination, so
-        publishing is one rename and no copy.
+        an exception nothing is published and the folder is removed; a
+        process killed inside the block leaves the folder, which the next
+        publish beside it removes. For a local store the folder already sits
+        beside its destination, so publishing is one rename and no copy.
         """
         manifest = {} if manifest is None else manifest
         if self.is_local:
-            folder = Path(self.url(key) + f".tmp-{uuid.uuid4().hex[:12]}")
-            folder.mkdir(parents=True)
+            dest = Path(self.url(key))
+            parent, prefix = dest.parent, f"{dest.name}.tmp-"
         else:
-            folder = Path(tempfile.mkdtemp(prefix="pit-staging-"))
-        try:
-            yield folder
-            if self.is_local:
-                self._commit_local(folder, key, build_manifest(folder, manifest))
-            else:
-                self.publish(folder, key, manifest)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            parent, prefix = Path(tempfile.gettempdir()) / f"pit-staging-{os.getuid()}", "out.tmp-"
+        prune(parent, stale_after_s=self.config.stale_after_s)
+        with claim_new_dir(parent, prefix) as claim:
+            try:
+                yield claim.path
+                if self.is_local:
+                    self._commit_local(claim.path, key, build_manifest(claim.path, manifest))
+                else:
+                    self.publish(claim.path, key, manifest)
+            finally:
+                shutil.rmtree(claim.path, ignore_errors=True)
 
     def read_manifest(self, key: str) -> dict[str, Any] | None:
         """The manifest of a published output, or None if it is not (yet) complete."""
@@ -119,7 +221,33 @@ class Store(Backend):
         except json.JSONDecodeError:
             log.warning("ignoring %s: its %s is not valid JSON", self.url(key), MANIFEST)
             return None
-        return data if isinstance(data, dict) and "files" in data else None
+        if not isinstance(data, dict) or "files" not in data:
+            return None
+        if data.get("root") and not is_publication(str(data["root"])):
+            log.warning("ignoring %s: its %s names a files folder pit never makes (%r)",
+                        self.url(key), MANIFEST, data["root"])
+            return None
+        return data
+
+    def files_key(self, key: str, manifest: Mapping[str, Any]) -> str:
+        """The key under which the files of the publication `manifest` describes lie."""
+        return self.join(key, str(manifest.get("root") or ""))
+
+    def read_file(self, key: str, rel: str) -> bytes:
+        """One file of the published output `key`, checked against its manifest entry.
+
+        Raises FileNotFoundError when `key` is not published or its manifest
+        lists no `rel`, and :class:`CorruptOutputError` naming the file when
+        its bytes do not match.
+        """
+        manifest = self.read_manifest(key)
+        entry = (manifest or {}).get("files", {}).get(rel)
+        if manifest is None or entry is None:
+            raise FileNotFoundError(f"{self.url(key)} has no published file {rel}")
+        data = self.read_bytes(self.join(self.files_key(key, manifest), rel))
+        if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise CorruptOutputError(self.url(key), [f"{rel} does not match its size or sha256"])
+        return data
 
     def is_complete(self, key: str) -> bool:
         """Whether `key` holds a finished output (its manifest exists)."""
@@ -134,10 +262,11 @@ class Store(Backend):
         manifest = self.read_manifest(key)
         if manifest is None:
             return [f"{self.url(key)} has no {MANIFEST}, so it was never completely published"]
-        present = self._files(key)
+        base = self.files_key(key, manifest)
+        present = self._files(base)
         found: list[str] = []
         for rel, entry in sorted(manifest["files"].items()):
-            url = self.url(self.join(key, rel))
+            url = self.url(self.join(base, rel))
             if rel not in present:
                 found.append(f"{url} is listed in the manifest but missing")
             elif present[rel] != entry["size"]:
@@ -167,24 +296,42 @@ class Store(Backend):
     def fetch_dir(self, key: str, cache_root: str | os.PathLike[str]) -> Path:
         """The local folder of the published output `key`, to read it as plain files.
 
-        A local store returns the output's own folder. A remote one returns a
-        copy at `cache_root/<key>`, downloaded once and verified file by file
+        A local store returns the output's own folder once every file matches
+        the manifest's size and sha256 (a byte flipped on disk is caught here,
+        at the price of reading the folder once). A remote one returns a copy
+        at `cache_root/<key>`, downloaded once and verified file by file
         against the manifest (see `pit.storage.cache`); later calls reuse it
-        while it still matches the manifest. Raises FileNotFoundError if
-        `key` has no manifest, and :class:`~pit.storage.CorruptOutputError`
-        if the downloaded files do not match it.
+        while it still matches. Raises FileNotFoundError if `key` has no
+        manifest, and :class:`~pit.storage.CorruptOutputError`, naming each
+        file, if the files do not match it.
         """
         unpublished = f"{self.url(key)} has no {MANIFEST}: it was never completely published"
         if self.is_local:
             folder = Path(self.url(key))
-            if not (folder / MANIFEST).is_file():
+            manifest = self.read_manifest(key) if (folder / MANIFEST).is_file() else None
+            if manifest is None:
                 raise FileNotFoundError(unpublished)
+            bad = local_problems(folder, manifest["files"])
+            if bad:
+                raise CorruptOutputError(self.url(key), bad)
             return folder
-        manifest = self.read_manifest(key)
-        if manifest is None:
-            raise FileNotFoundError(unpublished)
         dest = Path(cache_root).expanduser() / key
-        return cached_copy(self, key, dest, manifest["files"], manifest_id(manifest), manifest)
+        for attempt in range(1, _REFETCH_TRIES + 1):
+            manifest = self.read_manifest(key)
+            if manifest is None:
+                raise FileNotFoundError(unpublished)
+            copy = {k: v for k, v in manifest.items() if k != "root"}
+            try:
+                return cached_copy(self, key, dest, manifest["files"], manifest_id(manifest),
+                                   copy, files_key=self.files_key(key, manifest))
+            except CorruptOutputError:
+                now = self.read_manifest(key)
+                if attempt == _REFETCH_TRIES or now is None or manifest_id(now) == manifest_id(
+                        manifest):
+                    raise
+                log.info("%s was published again while it was read; reading the new one",
+                         self.url(key))
+        raise AssertionError("unreachable: the loop returns or raises")
 
     def _sha256(self, url: str) -> str:
         def digest() -> str:

@@ -40,7 +40,6 @@ from pydantic import BaseModel, Field
 
 from pit.data.dataset import KnowledgeDataset
 from pit.errors import ConfigError, DataError
-from pit.storage import Store
 from pit.storage.destination import destination_problem, store_and_key
 from pit.wiki.qa_infobox import infobox_qa
 from pit.wiki.reader import ScanResult, default_workers, scan_dump
@@ -392,4 +391,4 @@ def load_card(out: str | Path) -> dict[str, Any]:
             f"{out} has no MANIFEST.json: it is not a finished `pit data wiki` output "
             "(build it again with `pit data wiki`)"
         )
-    return store.read_json(Store.join(key, "card.json"))
+    return json.loads(store.read_file(key, "card.json"))

@@ -29,7 +29,7 @@ The package holds one noun per module: `config` (how to reach the model),
 """
 
 from pit.wiki.qa_llm.cache import ReplyCache
-from pit.wiki.qa_llm.config import LLMEndpointError, LLMQAConfig
+from pit.wiki.qa_llm.config import LLMEndpointError, LLMQAConfig, LLMUnavailableError
 from pit.wiki.qa_llm.generator import RETRYABLE_STATUS, STAT_KEYS, LLMQAGenerator
 from pit.wiki.qa_llm.prompt import (
     PROMPT_VERSION,
@@ -48,6 +48,7 @@ __all__ = [
     "SYSTEM_PROMPT",
     "USER_PROMPT",
     "LLMEndpointError",
+    "LLMUnavailableError",
     "LLMQAConfig",
     "LLMQAGenerator",
     "ParsedReply",

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from pit.errors import PitError
+from pit.errors import PitError, TransientError
 
 
 class LLMQAConfig(BaseModel):
@@ -137,3 +137,11 @@ class LLMEndpointError(PitError):
         self.attempts = attempts
         tried = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else ""
         super().__init__(f"LLM endpoint {endpoint} failed{tried}: {detail}")
+
+
+class LLMUnavailableError(LLMEndpointError, TransientError):
+    """The LLM endpoint was down or overloaded through every retry: worth trying again later.
+
+    Prefect's task retries take it up; cached replies make the next try
+    resume where this one stopped.
+    """

@@ -1,8 +1,11 @@
 """The client that asks an endpoint or a local model for QA pairs, concurrently and cached.
 
-Requests to an OpenAI-compatible endpoint are retried with exponential backoff
-on HTTP 429/5xx, timeouts and connection errors; replies are cached as soon as
-they arrive, so a run that fails part-way resumes where it stopped.
+Requests to an OpenAI-compatible endpoint are retried under pit's one rule
+(`pit.retry`: HTTP 429/5xx, timeouts and connection errors, with exponential
+backoff honouring Retry-After); an endpoint still down after that raises
+:class:`LLMUnavailableError`, which Prefect's task retries take up. Replies
+are cached as soon as they arrive, so a run that fails part-way resumes where
+it stopped.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import threading
 import time
 from collections import Counter
@@ -21,8 +23,9 @@ from typing import Any
 import httpx
 
 from pit.errors import ConfigError, ModelNotFoundError
+from pit.retry import TRANSIENT_STATUS, HTTPStatusFault, RetryPolicy, describe, is_transient, retry
 from pit.wiki.qa_llm.cache import ReplyCache
-from pit.wiki.qa_llm.config import LLMEndpointError, LLMQAConfig
+from pit.wiki.qa_llm.config import LLMEndpointError, LLMQAConfig, LLMUnavailableError
 from pit.wiki.qa_llm.prompt import PROMPT_VERSION, build_messages, doc_hash
 from pit.wiki.qa_llm.reply import filter_pairs, parse_qa_reply
 
@@ -44,7 +47,8 @@ STAT_KEYS = (
 )
 """Counts `LLMQAGenerator.generate` always reports (plus `seconds`), zero when nothing happened."""
 
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+RETRYABLE_STATUS = TRANSIENT_STATUS
+"""HTTP statuses tried again (pit's one rule, `pit.retry.TRANSIENT_STATUS`)."""
 
 
 def _public_endpoint(url: str) -> str:
@@ -231,51 +235,44 @@ class LLMQAGenerator:
         }
         key = c.resolved_api_key()
         headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
-        attempts = c.max_retries + 1
-        last = ""
-        for attempt in range(attempts):
-            retry_after: float | None = None
-            try:
-                response = client.post(self.endpoint_url, json=payload, headers=headers)
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {self._scrub(str(exc)) or 'no detail'}"
-            else:
-                if response.status_code == 200:
-                    return self._content(response)
-                detail = self._scrub(response.text[:300].strip())
-                last = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
-                if response.status_code in (401, 403):
-                    hint = (
-                        f"the key from {'api_key' if c.api_key else c.api_key_env} was rejected"
-                        if key
-                        else f"no API key was sent; set {c.api_key_env or 'api_key'}"
-                    )
-                    raise LLMEndpointError(self.endpoint, f"{last} ({hint})")
-                if response.status_code not in RETRYABLE_STATUS:
-                    raise LLMEndpointError(self.endpoint, f"{last} (not retried)")
-                retry_after = _retry_after(response)
-            if attempt + 1 == attempts:
-                break
-            delay = min(c.backoff_max_s, c.backoff_initial_s * 2**attempt)
-            delay *= 0.5 + random.random() / 2
-            if retry_after is not None:
-                delay = min(c.backoff_max_s, max(delay, retry_after))
+        policy = RetryPolicy(c.max_retries + 1, c.backoff_initial_s, c.backoff_max_s)
+
+        def post() -> str:
+            response = client.post(self.endpoint_url, json=payload, headers=headers)
+            if response.status_code == 200:
+                return self._content(response)
+            detail = self._scrub(response.text[:300].strip())
+            last = f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
+            if response.status_code in (401, 403):
+                hint = (
+                    f"the key from {'api_key' if c.api_key else c.api_key_env} was rejected"
+                    if key
+                    else f"no API key was sent; set {c.api_key_env or 'api_key'}"
+                )
+                raise LLMEndpointError(self.endpoint, f"{last} ({hint})")
+            if response.status_code not in RETRYABLE_STATUS:
+                raise LLMEndpointError(self.endpoint, f"{last} (not retried)")
+            raise HTTPStatusFault(self.endpoint, response.status_code,
+                                  _retry_after(response), detail)
+
+        def counted(exc: BaseException) -> None:
             with self._lock:
                 self._retries += 1
-            logger.warning(
-                "LLM endpoint %s: %s; retry %d/%d in %.2fs",
+
+        try:
+            return retry(post, what=f"LLM endpoint {self.endpoint}", policy=policy,
+                         explain=lambda e: self._scrub(describe(e)), on_retry=counted)
+        except LLMEndpointError:
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise LLMUnavailableError(
                 self.endpoint,
-                last,
-                attempt + 1,
-                c.max_retries,
-                delay,
-            )
-            time.sleep(delay)
-        raise LLMEndpointError(
-            self.endpoint,
-            f"{last}. Check that the server is up and base_url is right.",
-            attempts=attempts,
-        )
+                f"{self._scrub(describe(exc))}. Check that the server is up and base_url is "
+                "right; replies received so far are cached, so a new run resumes.",
+                attempts=policy.attempts,
+            ) from None
 
     @property
     def endpoint_url(self) -> str:
