@@ -62,6 +62,7 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.signal: int | None = None
         self._event = threading.Event()
 
     @property
@@ -81,11 +82,13 @@ class StopRequest:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        self.signal = signum
         self.set(signal.Signals(signum).name)
 
     def _watch(self, launcher: str, done: threading.Event) -> None:
         while not done.wait(_WATCH_SECONDS):
             if not alive(launcher):
+                _silence()
                 self.set(f"the death of its launcher (process {launcher.split(':')[0]})")
                 break
         if done.wait(ORPHAN_GRACE_SECONDS):
@@ -96,7 +99,12 @@ class StopRequest:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopRequest]:
-        """Signal handlers (main thread only) and the launcher watch, for the time of training."""
+        """Signal handlers (main thread only) and the launcher watch, for the time of training.
+
+        A launched training process reports a stop by its exit status and
+        message. Training inline, in the launcher's own process, the signal
+        then takes its usual effect there too (Prefect cancels the flow run).
+        """
         previous = {}
         if _in_main_thread():
             previous = {s: signal.signal(s, self._on_signal) for s in SIGNALS}
@@ -111,6 +119,20 @@ class StopRequest:
             done.set()
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            if self.signal is not None and not launcher:
+                _redeliver(self.signal, previous[self.signal])
+
+
+def _silence() -> None:
+    """Send this process's output to /dev/null: its reader (the launcher) is gone.
+
+    A write to the dead launcher's pipe would raise BrokenPipeError in
+    whatever prints next, before the checkpoint is saved.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -128,12 +150,14 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def stop_group(proc: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
+def stop_group(proc: subprocess.Popen, grace: float | None = None) -> None:
     """Leave nothing of `proc`'s process group running: SIGTERM, `grace` seconds, SIGKILL.
 
     A group whose leader has exited may still hold members (a training process
-    whose `accelerate launch` died): they are waited for too.
+    whose `accelerate launch` died): they are waited for too. `grace` defaults
+    to `STOP_GRACE_SECONDS`.
     """
+    grace = STOP_GRACE_SECONDS if grace is None else grace
     pgid = proc.pid
     if not _group_alive(pgid):
         proc.poll()
@@ -149,6 +173,9 @@ def stop_group(proc: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> Non
                 grace)
     _signal_group(pgid, signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + 10
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -191,3 +218,18 @@ def _redeliver(signum: int, handler: object) -> None:
         handler(signum, None)
     elif handler == signal.SIG_DFL:
         os.kill(os.getpid(), signum)
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit(143) in this (main) process, so cleanup still runs.
+
+    Prefect turns SIGTERM into a crash of the flow run, then hands the signal
+    to the handler found before it; with the default one the process dies on
+    the spot, and atexit never stops Prefect's own local API server, which is
+    left running. With this one `finally` blocks and atexit run.
+    """
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if _in_main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, leave)
