@@ -7,12 +7,14 @@ It trains the toy model of `test_checkpoint` (many epochs, a checkpoint every
 with the stop request and the graceful stop callback as a stage runner wires
 them. It writes `{"ready": true}` to RESULT_JSON after its first step, then,
 when it ends, what happened: the message of TrainingStopped, or "finished".
-Exit status 2 on TrainingStopped, as `pit.train.launch` does.
+Exit status 2 on TrainingStopped, as `pit.train.launch` does. Under
+`torchrun`, each rank writes RESULT_JSON with its rank appended (`.0`, `.1`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +40,8 @@ class Pace(Callback):
 
 def main() -> int:
     store_dir, result = Path(sys.argv[1]), Path(sys.argv[2])
+    if "RANK" in os.environ:
+        result = result.with_name(f"{result.name}.{os.environ['RANK']}")
     seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 0.2
     store = Store(str(store_dir))
     epochs = toy_epochs(n_epochs=40)

@@ -141,6 +141,36 @@ def test_a_training_process_whose_launcher_died_checkpoints_and_exits(tmp_path):
     assert latest_checkpoint(store, "ckpt").step == step_of(outcome["saved"][-1])
 
 
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_ranks_stops_both_at_the_same_step_with_one_checkpoint(tmp_path):
+    store_dir, result = tmp_path / "store", tmp_path / "result.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           str(TARGET), str(store_dir), str(result), "0.2"]
+    proc = subprocess.Popen(cmd, env=_env(**{LAUNCHER_ENV: identity()}),
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    ranks = [result.with_name(f"{result.name}.{r}") for r in (0, 1)]
+    try:
+        deadline = time.time() + 180
+        while not all(r.is_file() for r in ranks):
+            assert proc.poll() is None and time.time() < deadline, "the ranks did not start"
+            time.sleep(0.05)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        (second,) = [p for p in family if p.environ().get("RANK") == "1"]
+        second.send_signal(signal.SIGTERM)
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    first, other = (json.loads(r.read_text()) for r in ranks)
+    step = step_of(first["saved"][-1])
+    assert "stopped on a stop request of another process after step" in first["stopped"]
+    assert f"stopped on SIGTERM after step {step} of 200" in other["stopped"]
+    assert latest_checkpoint(Store(str(store_dir)), "ckpt").step == step
+    _, left = psutil.wait_procs(family, timeout=30)
+    assert left == []
+
+
 GROUP = """
 import signal, subprocess, sys, time
 from pathlib import Path
