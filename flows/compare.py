@@ -2,7 +2,9 @@
 
 Flow parameters are pydantic models, so the Prefect UI renders them as a form.
 MLflow runs are created here, before any task, and their ids handed to the
-tasks: a retried task keeps writing to the same run.
+tasks: a retried task keeps writing to the same run. A comparison started
+again after its process died finds its runs again by content hash
+(`pit.runs`) and continues them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel, Field
 from pit.artifacts import model_url
 from pit.config import PitConfig, load_config
 from pit.data.checks import check_dataset
+from pit.data.dataset import KnowledgeDataset
 from pit.data.source import SYNTHETIC, load_dataset
 from pit.data.views import demonstrations, eval_questions
 from pit.eval.chance import chance_exact_match
@@ -23,7 +26,8 @@ from pit.modeling import check_model
 from pit.plots import close
 from pit.recipe import Recipe, all_recipes, select_recipes
 from pit.report import aggregate, comparison_rows, figures, results_document
-from pit.tracking import tracker_for
+from pit.runs import comparison_hash, held, open_run, recipe_hash, sweep
+from pit.tracking import Tracker, tracker_for
 from pit.train.runner import stage_offset
 from pit.train.stages import stage_curve
 from tasks import training as t
@@ -101,21 +105,25 @@ def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_ref: str, 
                       dataset_fingerprint: str = "") -> dict[str, Any]:
     """One recipe and seed: a nested MLflow run, its stages, then the final evaluation."""
     tracker = tracker_for(cfg)
-    run_id = tracker.start_run(f"{recipe.slug}-seed{seed}", parent_run_id,
-                               tags={"recipe": recipe.slug, "seed": str(seed)})
-    tracker.log_params(run_id, {**_recipe_params(recipe, cfg, seed), "base_model": base_ref,
-                                "dataset": data_ref, "dataset_fingerprint": dataset_fingerprint})
-    try:
-        ref, keys = base_ref, []
-        for i in range(len(recipe.stages)):
-            ref, _ = t.run_stage(cfg, recipe, i, ref, data_ref, run_id, seed)
-            keys.append(ref)
-        total = stage_offset(recipe, len(recipe.stages), cfg.train)
-        final = t.evaluate(cfg, recipe, ref, data_ref, run_id, retention_before, total, seed)
-        tracker.set_tags(run_id, {"final_model": model_url(cfg, ref)})
-    except BaseException:
-        tracker.end_run(run_id, "FAILED")
-        raise
+    run_id = open_run(tracker, f"{recipe.slug}-seed{seed}",
+                      recipe_hash(cfg, recipe, seed, dataset_fingerprint, base_ref),
+                      parent_id=parent_run_id, tags={"recipe": recipe.slug, "seed": str(seed)})
+    with held(tracker, run_id):
+        tracker.log_params(run_id, {**_recipe_params(recipe, cfg, seed), "base_model": base_ref,
+                                    "dataset": data_ref,
+                                    "dataset_fingerprint": dataset_fingerprint})
+        try:
+            ref, keys = base_ref, []
+            for i in range(len(recipe.stages)):
+                ref, _ = t.run_stage(cfg, recipe, i, ref, data_ref, run_id, seed)
+                keys.append(ref)
+            total = stage_offset(recipe, len(recipe.stages), cfg.train)
+            final = t.evaluate(cfg, recipe, ref, data_ref, run_id, retention_before, total,
+                               seed)
+            tracker.set_tags(run_id, {"final_model": model_url(cfg, ref)})
+        except BaseException:
+            tracker.end_run(run_id, "FAILED")
+            raise
     tracker.end_run(run_id)
     return {"seed": seed, "run_id": run_id, "metrics": final["metrics"],
             "per_question": final["per_question"], "curve": stage_curve(cfg, recipe, keys, seed)}
@@ -129,8 +137,11 @@ def compare_methods(params: CompareParams) -> dict[str, Any]:
 
 
 def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, Any]:
-    """Data set, checked against the recipes before anything trains; base model; recipes."""
-    logger = get_run_logger()
+    """Data set, checked against the recipes before anything trains; base model; recipes.
+
+    A comparison run again after its process died continues its MLflow runs
+    (`pit.runs`) and, through content-keyed outputs, its unfinished stage.
+    """
     recipes = select_recipes(cfg.methods, recipes_dirs)
     check_model(cfg.model)
     data_ref = t.build_dataset(cfg)
@@ -138,46 +149,60 @@ def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, 
     check_dataset(ds, cfg, recipes)
     dataset = {"key": data_ref, **ds.stats()}
     tracker = tracker_for(cfg)
-    parent = tracker.start_run(f"compare-{cfg.preset}", tags={"preset": cfg.preset})
-    tracker.log_params(parent, {"preset": cfg.preset, "methods": [r.slug for r in recipes],
-                                "seeds": cfg.seeds, "model": cfg.model.name_or_path,
-                                "dataset": data_ref, "dataset_fingerprint": ds.fingerprint})
-    try:
-        base_ref = t.build_base(cfg, data_ref)
-        retention_before = t.base_retention(cfg, base_ref, data_ref)
-        if retention_before is not None:
-            tracker.log_metrics(parent, {"base_retention_em": retention_before})
-        logger.info("base model %s, retention EM before training %s", base_ref, retention_before)
-        methods: dict[str, dict[str, Any]] = {}
-        for recipe in recipes:
-            per_seed = [
-                run_recipe_stages(cfg, recipe, s, data_ref, base_ref, retention_before, parent,
-                                  ds.fingerprint)
-                for s in range(cfg.seeds)
-            ]
-            methods[recipe.slug] = aggregate(per_seed)
-            logger.info("%s: EM %.1f", recipe.slug, methods[recipe.slug]["exact_match"])
-        known = all_recipes(recipes_dirs)
-        noise = {"chance_exact_match": chance_exact_match(eval_questions(ds, cfg.data),
-                                                          demonstrations(ds, cfg.data)),
-                 "test_questions": len(eval_questions(ds, cfg.data)),
-                 "gaps": [g.as_dict() for g in judge(methods)]}
-        tracker.log_metrics(parent, {"chance_exact_match": noise["chance_exact_match"]})
-        tracker.log_table(parent, comparison_rows(methods, known), "comparison.json")
-        tracker.log_dict(parent, noise["gaps"], "gaps.json")
-        for name, fig in figures(methods, known, retention_before).items():
-            tracker.log_figure(parent, fig, name)
-            close(fig)
-        for slug, res in methods.items():
-            tracker.log_metrics(parent, {f"{metric_name(slug)}/{m}": res[m] for m in
-                                         ("exact_match", "answer_recall", "rouge_l")
-                                         if res.get(m) is not None})
-    except BaseException:
-        tracker.end_run(parent, "FAILED")
-        raise
+    sweep(tracker)
+    parent = open_run(tracker, f"compare-{cfg.preset}",
+                      comparison_hash(cfg, recipes, ds.fingerprint), tags={"preset": cfg.preset})
+    with held(tracker, parent):
+        try:
+            methods, retention_before, noise = _compare_in(cfg, recipes, recipes_dirs, ds,
+                                                           data_ref, tracker, parent)
+        except BaseException:
+            tracker.end_run(parent, "FAILED")
+            raise
+        sweep(tracker)
     tracker.end_run(parent)
     return {**results_document(cfg.preset, cfg.model.name_or_path, dataset, methods, parent),
             "base_retention_em": retention_before, **noise}
+
+
+def _compare_in(cfg: PitConfig, recipes: list[Recipe], recipes_dirs: list[str] | None,
+                ds: KnowledgeDataset, data_ref: str, tracker: Tracker, parent: str
+                ) -> tuple[dict[str, dict[str, Any]], float | None, dict[str, Any]]:
+    """Base model, every recipe and seed, the table and figures: all into run `parent`."""
+    logger = get_run_logger()
+    tracker.log_params(parent, {"preset": cfg.preset, "methods": [r.slug for r in recipes],
+                                "seeds": cfg.seeds, "model": cfg.model.name_or_path,
+                                "dataset": data_ref, "dataset_fingerprint": ds.fingerprint})
+    base_ref = t.build_base(cfg, data_ref)
+    retention_before = t.base_retention(cfg, base_ref, data_ref)
+    if retention_before is not None:
+        tracker.log_metrics(parent, {"base_retention_em": retention_before}, once=True)
+    logger.info("base model %s, retention EM before training %s", base_ref, retention_before)
+    methods: dict[str, dict[str, Any]] = {}
+    for recipe in recipes:
+        per_seed = [
+            run_recipe_stages(cfg, recipe, s, data_ref, base_ref, retention_before, parent,
+                              ds.fingerprint)
+            for s in range(cfg.seeds)
+        ]
+        methods[recipe.slug] = aggregate(per_seed)
+        logger.info("%s: EM %.1f", recipe.slug, methods[recipe.slug]["exact_match"])
+    known = all_recipes(recipes_dirs)
+    noise = {"chance_exact_match": chance_exact_match(eval_questions(ds, cfg.data),
+                                                      demonstrations(ds, cfg.data)),
+             "test_questions": len(eval_questions(ds, cfg.data)),
+             "gaps": [g.as_dict() for g in judge(methods)]}
+    tracker.log_metrics(parent, {"chance_exact_match": noise["chance_exact_match"]}, once=True)
+    tracker.log_table(parent, comparison_rows(methods, known), "comparison.json")
+    tracker.log_dict(parent, noise["gaps"], "gaps.json")
+    for name, fig in figures(methods, known, retention_before).items():
+        tracker.log_figure(parent, fig, name)
+        close(fig)
+    for slug, res in methods.items():
+        tracker.log_metrics(parent, {f"{metric_name(slug)}/{m}": res[m] for m in
+                                     ("exact_match", "answer_recall", "rouge_l")
+                                     if res.get(m) is not None}, once=True)
+    return methods, retention_before, noise
 
 
 class RecipeParams(BaseModel):

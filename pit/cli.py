@@ -65,6 +65,9 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
                  model: str | None = None) -> dict:
     quiet_services()  # before Prefect is imported: it reads its logging settings then
     from flows.compare import CompareParams, compare_methods
+    from pit.train.signals import exit_on_sigterm
+
+    exit_on_sigterm()
     from pit.recipe import all_recipes, select_recipes
     from pit.report import figures, render_gaps, render_table, write_results
 

@@ -88,3 +88,12 @@ class UnsafeOutputError(PitError):
 
     Publishing swaps the whole folder, so a user's files there would be lost.
     """
+
+
+class TrainingStopped(PitError):
+    """A training stage stopped on request (SIGTERM, Ctrl-C, its launcher gone).
+
+    Its message says after which step it stopped and which checkpoint holds
+    that step. Not retried: whoever asked for the stop meant it; running the
+    same command again resumes from that checkpoint.
+    """

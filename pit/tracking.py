@@ -3,6 +3,8 @@
 Runs are created by id and written to through `MlflowClient`, never through
 the global "active run", so a Prefect task (or its retry, or another process)
 can keep writing to the run it was handed: the run id is what survives.
+Which run a comparison writes to, a new one or one an earlier attempt left
+behind, is decided in `pit.runs`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -106,6 +109,26 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def tagged_runs(self, key: str, value: str, parent_id: str | None = None) -> list[Run]:
+        """Runs of this experiment whose tag `key` is `value` (under `parent_id`), newest first.
+
+        `value` and `parent_id` are hex (hashes, run ids): nothing in them needs quoting.
+        """
+        query = f"tags.`{key}` = '{value}'"
+        if parent_id:
+            query += f" and tags.`{PARENT_TAG}` = '{parent_id}'"
+        return list(self.client.search_runs([self.experiment_id], query,
+                                            order_by=["attributes.start_time DESC"]))
+
+    def running_runs(self) -> list[Run]:
+        """Runs of this experiment in state RUNNING."""
+        return list(self.client.search_runs([self.experiment_id],
+                                            "attributes.status = 'RUNNING'"))
+
+    def reopen(self, run_id: str) -> None:
+        """Set a run that ended (or was left RUNNING) to RUNNING again, to write more to it."""
+        self.client.update_run(run_id, status="RUNNING")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

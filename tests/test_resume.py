@@ -31,7 +31,7 @@ from pit.config import load_config
 from pit.keys import stage_output
 from pit.recipe import select_recipes
 from pit.tracking import Tracker
-from pit.train.checkpoint import list_checkpoints
+from pit.train.checkpoint import latest_checkpoint, list_checkpoints
 from tasks import training as t
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -67,12 +67,18 @@ def _training_processes() -> list[psutil.Process]:
 
 
 class Killer(threading.Thread):
-    """Kills the training process once a checkpoint inside the second epoch is published."""
+    """Kills the training process once a checkpoint inside the second epoch is published.
+
+    The process may publish another checkpoint between the look and the kill,
+    so the step a resume must start from is read once the process is gone:
+    the newest complete checkpoint then (`resume_step`).
+    """
 
     def __init__(self, store, prefix: str) -> None:
         super().__init__(daemon=True)
         self.store, self.prefix = store, prefix
         self.killed_after: dict | None = None
+        self.resume_step: int | None = None
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -80,10 +86,13 @@ class Killer(threading.Thread):
             for key in list_checkpoints(self.store, self.prefix):
                 m = self.store.read_manifest(key)
                 if m and m["epoch"] >= 1 and m["batch"] > 0:
-                    for p in _training_processes():
+                    killed = _training_processes()
+                    for p in killed:
                         p.send_signal(signal.SIGKILL)
                         self.killed_after = {"key": key, "pid": p.pid, **m}
                     if self.killed_after:
+                        psutil.wait_procs(killed, timeout=30)
+                        self.resume_step = latest_checkpoint(self.store, self.prefix).step
                         return
             time.sleep(0.02)
 
@@ -122,8 +131,8 @@ def test_killed_stage_resumes_on_retry_with_identical_weights_metrics_and_run(
     out = capfd.readouterr()
     assert killer.killed_after is not None, "the training process finished before the kill"
     assert "SIGKILL" in out.err
-    assert f"resumes after step {killer.killed_after['step']}" in out.err or \
-        "resumes after step" in out.err
+    assert killer.resume_step is not None and killer.resume_step >= killer.killed_after["step"]
+    assert f"resumes after step {killer.resume_step} (" in out.err
 
     from prefect.client.orchestration import get_client
 
@@ -132,6 +141,7 @@ def test_killed_stage_resumes_on_retry_with_identical_weights_metrics_and_run(
     assert state.is_completed() and task_run.run_count == 2
 
     key, metrics = state.result()
+    assert store.read_manifest(key)["resumed_from_step"] == killer.resume_step
     assert metrics == ref_metrics
     assert key == ref_key
     final = load_file(Path(store.url(key)) / "model.safetensors")

@@ -34,6 +34,7 @@ from pathlib import Path
 from pit import errors
 from pit.config import PitConfig
 from pit.train.runner import StageJob, StageRunner
+from pit.train.signals import forwarding, launcher_env
 
 _TAIL_LINES = 30
 
@@ -95,15 +96,17 @@ def launch_stage(job: StageJob) -> tuple[str, dict[str, float]]:
                                      dir=root) as tmp:
         spec = Path(tmp) / "spec.json"
         spec.write_text(job.model_dump_json())
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **launcher_env()}
         tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
         proc = subprocess.Popen(launch_command(spec, n, cpu), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env)
+                                stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
         assert proc.stdout is not None
-        for line in proc.stdout:
-            sys.stderr.write(line)
-            tail.append(line)
-        rc = proc.wait()
+        with forwarding(proc):
+            for line in proc.stdout:
+                sys.stderr.write(line)
+                tail.append(line)
+            rc = proc.wait()
         result_path = spec.with_name("result.json")
         result = json.loads(result_path.read_text()) if result_path.is_file() else None
     if result and "error" in result:

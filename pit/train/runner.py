@@ -28,11 +28,19 @@ from pit.progress import bar
 from pit.recipe import Recipe, Stage
 from pit.tracking import tracker_for
 from pit.train.batches import epoch_batches, stage_examples
-from pit.train.callbacks import Checkpointer, EpochEvaluation, EpochTracking, kept, restore
+from pit.train.callbacks import (
+    Checkpointer,
+    EpochEvaluation,
+    EpochTracking,
+    GracefulStop,
+    kept,
+    restore,
+)
 from pit.train.callbacks.tracking import record_stage
 from pit.train.checkpoint import step_of
 from pit.train.examples import Example, ExampleBuilder
 from pit.train.loop import Callback, StageState, train_stage
+from pit.train.signals import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +100,10 @@ class StageRunner:
         self._batches(ds)
         torch.manual_seed(job.train.seed * 7919 + job.index)
         self.model, self.optimizer = prepare(self.accelerator, model, job.train)
+        self.stop = StopRequest()
         self.callbacks = self._callbacks(ds)
         self.state = StageState()
+        self.resumed_from: int | None = None
         if cfg.checkpoint.enabled:
             resumed = restore(self.store, self.out.checkpoints, self.out.hash,
                               cache_root(cfg, self.store), self.accelerator, self.model,
@@ -101,6 +111,7 @@ class StageRunner:
             if resumed is not None:
                 self.state = resumed
                 pos = resumed.position
+                self.resumed_from = pos.step
                 log.info("%s resumes after step %d (epoch %d, batch %d)", job.where, pos.step,
                          pos.epoch, pos.batch)
 
@@ -138,6 +149,8 @@ class StageRunner:
                 callbacks=list(callbacks),
             )
             callbacks.append(self.checkpointing)
+        callbacks.append(GracefulStop(self.stop, self.accelerator, self.checkpointing, job.where,
+                                      sum(len(e) for e in self.epochs)))
         return callbacks
 
     def _checkpoint_saved(self, key: str) -> None:
@@ -155,7 +168,8 @@ class StageRunner:
                      self.accelerator.num_processes, where)
         stage, tcfg = self.job.stage, self.job.train
         peak = {"doc": stage.doc_lr or tcfg.doc_lr, "qa": stage.qa_lr or tcfg.qa_lr}
-        with bar(remaining, f"{self.job.recipe.slug} stage {self.job.index + 1}") as advance:
+        with (self.stop.installed(),
+              bar(remaining, f"{self.job.recipe.slug} stage {self.job.index + 1}") as advance):
             train_stage(self.model, self.epochs, tcfg, peak, self.tokenizer.pad_token_id,
                         self.accelerator, self.optimizer, state=self.state,
                         callbacks=self.callbacks, progress=advance)
@@ -170,6 +184,7 @@ class StageRunner:
             manifest = {"kind": "stage-model", "trained_for": job.recipe.slug,
                         "stage": job.index, "seed": job.seed, "fingerprint": out.hash,
                         "metrics": metrics, "checkpoints_this_attempt": saves,
+                        "resumed_from_step": self.resumed_from,
                         "history": self.evaluation.state_dict()["history"]}
             with self.store.staging(out.key, manifest) as folder:
                 save_model(self.accelerator.unwrap_model(self.model), self.tokenizer, folder)
@@ -178,7 +193,7 @@ class StageRunner:
                              self.store.url(out.checkpoints),
                              {"checkpoints": kept(self.store, out.checkpoints),
                               "fingerprint": out.hash, "saved_this_attempt": saves,
-                              "reused": False})
+                              "resumed_from_step": self.resumed_from, "reused": False})
         self.accelerator.wait_for_everyone()
         return out.key, metrics
 

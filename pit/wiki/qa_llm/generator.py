@@ -209,14 +209,19 @@ class LLMQAGenerator:
                 pool.submit(self._complete, client, doc): i
                 for doc, i in zip(docs, indices, strict=True)
             }
-            for future in as_completed(futures):
-                if future.exception() is not None:
-                    error = future.exception()
-                    for other in futures:
-                        other.cancel()
-                    break
-                store(futures[future], future.result())
-                stored.add(future)
+            try:
+                for future in as_completed(futures):
+                    if future.exception() is not None:
+                        error = future.exception()
+                        for other in futures:
+                            other.cancel()
+                        break
+                    store(futures[future], future.result())
+                    stored.add(future)
+            except BaseException:  # Ctrl-C: only the requests already in flight are sent
+                for other in futures:
+                    other.cancel()
+                raise
         # Replies that arrived while the pool wound down are paid for: keep them too.
         for future, i in futures.items():
             if future not in stored and not future.cancelled() and future.exception() is None:
