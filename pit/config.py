@@ -200,8 +200,8 @@ class TrainConfig(_Section):
     )
     peak_flops: float | None = Field(
         None, gt=0,
-        description="The device's peak FLOP/s that MFU is reported against; unset: the dense "
-        "bf16 peak of a known GPU (none on a CPU, so no MFU there).",
+        description="One device's peak FLOP/s, which MFU is reported against (times the "
+        "processes); unset: the dense bf16 peak of a known GPU (none on a CPU: no MFU there).",
     )
 
 

@@ -194,7 +194,8 @@ def train_stage(
     warmup = int(cfg.warmup_ratio * total)
     unwrapped = accelerator.unwrap_model(model)
     dtype = autocast_dtype(cfg, accelerator.device)
-    meter = Throughput(ModelFlops(unwrapped), peak_flops(accelerator.device, cfg.peak_flops))
+    peak = peak_flops(accelerator.device, cfg.peak_flops)  # one device's; all of them work
+    meter = Throughput(ModelFlops(unwrapped), peak and peak * accelerator.num_processes)
     model.train()
     for epoch in range(state.position.epoch, len(epochs)):
         batches = epochs[epoch]

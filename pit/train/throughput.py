@@ -16,8 +16,9 @@ does. Work a trainer does on padding, or saves by skipping the output layer
 on prompts, does not change the count: MFU measures useful work.
 
 The peak is `train.peak_flops`, or the dense bf16 peak of a known GPU
-(`PEAK_BF16`, matched on the CUDA device name); a CPU has no entry, so MFU
-is reported there only when `train.peak_flops` is set.
+(`PEAK_BF16`, matched on the CUDA device name), times the number of
+processes, which train one global batch together; a CPU has no entry, so
+MFU is reported there only when `train.peak_flops` is set.
 """
 
 from __future__ import annotations
