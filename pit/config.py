@@ -175,9 +175,9 @@ class TrainConfig(_Section):
     distributed: Literal["ddp", "fsdp"] = Field(
         "ddp",
         description="How several processes share the model: 'ddp' keeps a whole copy per "
-        "process; 'fsdp' shards weights, gradients and optimiser state across them (FSDP2), "
-        "for models whose training state does not fit one GPU. fsdp needs "
-        "checkpoint.enabled=false: checkpoints hold whole tensors.",
+        "process; 'fsdp' shards weights, gradients and optimiser state across GPUs (FSDP2; "
+        "CPU processes stay DDP), for models whose training state does not fit one GPU. fsdp "
+        "needs checkpoint.enabled=false: checkpoints hold whole tensors.",
     )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto",

@@ -27,7 +27,8 @@ def accelerator(tcfg: TrainConfig | None = None):
     """An Accelerator for this process: the GPU when there is one, else the CPU.
 
     With `train.distributed=fsdp` it shards every decoder layer (the model's
-    `_no_split_modules`) with FSDP2 across the launched processes.
+    `_no_split_modules`) with FSDP2 across the launched GPU processes;
+    accelerate keeps CPU processes on DDP.
     """
     from accelerate import Accelerator
 
