@@ -169,7 +169,39 @@ class TrainConfig(_Section):
     num_processes: int | None = Field(
         None, ge=1,
         description="Training processes per stage under accelerate; unset: one per GPU, "
-        "or 1 on a CPU-only machine.",
+        "or 1 on a CPU-only machine. Each process trains its share of every batch (rows "
+        "or examples), so batch sizes stay global and the result is that of one process.",
+    )
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="How several processes share the model: 'ddp' keeps a whole copy per "
+        "process; 'fsdp' shards weights, gradients and optimiser state across GPUs (FSDP2; "
+        "CPU processes stay DDP), for models whose training state does not fit one GPU. fsdp "
+        "needs checkpoint.enabled=false: checkpoints hold whole tensors.",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="'bf16': matrix products under bfloat16 autocast, weights and optimiser "
+        "in float32; 'auto': bf16 on a CUDA GPU that supports it, fp32 elsewhere.",
+    )
+    attention: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3"] = Field(
+        "sdpa",
+        description="Attention kernel of the trained model. flash_attention_2/3 need a CUDA "
+        "GPU and the flash-attn package; with train.packing they attend only inside each "
+        "example instead of masking a full row.",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model's forward: minutes of compiling, then "
+        "faster steps on a GPU (most with packing, whose rows keep one shape)."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each layer's activations in the backward pass: about "
+        "a third more compute for far less memory, for long rows or large models."
+    )
+    peak_flops: float | None = Field(
+        None, gt=0,
+        description="One device's peak FLOP/s, which MFU is reported against (times the "
+        "processes); unset: the dense bf16 peak of a known GPU (none on a CPU: no MFU there).",
     )
 
 
@@ -279,6 +311,13 @@ class PitConfig(_Section):
                 storage["root"] = str(Path(workdir) / "artifacts")
             data["storage"] = storage
         return data
+
+    @model_validator(mode="after")
+    def _fsdp_without_checkpoints(self) -> PitConfig:
+        if self.train.distributed == "fsdp" and self.checkpoint.enabled:
+            raise ValueError("train.distributed=fsdp cannot write checkpoints yet (they hold "
+                             "whole tensors, FSDP holds shards); set checkpoint.enabled=false")
+        return self
 
 
 def _move_fields(data: dict[str, Any]) -> dict[str, Any]:

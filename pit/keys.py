@@ -31,6 +31,9 @@ from pit.storage import fingerprint
 NOT_IN_KEYS = (
     "preset", "workdir", "methods", "seeds", "tracking", "storage", "checkpoint",
     "train.launcher", "train.num_processes",
+    # kernels and sharding: the same arithmetic, up to the order of floating-point sums
+    "train.distributed", "train.attention", "train.compile", "train.gradient_checkpointing",
+    "train.peak_flops",  # what MFU is reported against
     "eval.batch_size",  # how many questions share a forward pass, not what is predicted
     "data.source",  # the data set enters by its content fingerprint
     "world",  # it shapes the synthetic data set, whose fingerprint enters instead

@@ -28,6 +28,7 @@ def test_the_same_config_gives_the_same_keys():
 
 @pytest.mark.parametrize("field", ["train.doc_lr=5e-4", "train.seed=1", "model.hidden_size=64",
                                    "eval.max_new_tokens=4", "data.retention_questions=3",
+                                   "train.precision=bf16",
                                    "data.test_domain=novels", "train.cross_domain=true"])
 def test_a_field_that_changes_the_work_changes_the_stage_key(field):
     before, after = pit_stage0(cfg_with()), pit_stage0(cfg_with(field))
@@ -40,6 +41,8 @@ def test_a_field_that_changes_the_work_changes_the_stage_key(field):
     "tracking.experiment=another", "tracking.tracking_uri=http://127.0.0.1:1",
     "storage.root=s3://bucket/prefix", "storage.max_attempts=9", "train.launcher=process",
     "train.num_processes=2", "checkpoint.every_steps=7", "checkpoint.keep_last=5",
+    "train.attention=eager", "train.compile=true", "train.gradient_checkpointing=true",
+    "train.peak_flops=1e12",
     "data.source=/some/folder", "world.seed=9",
 ])
 def test_a_field_that_only_says_where_or_how_keeps_the_stage_key(field):

@@ -9,7 +9,7 @@ into plain float models; `loading.py` loads and saves through
 
 from pit.modeling.embedded import BOS, EOS, PAD, build_embedded_model, train_tokenizer
 from pit.modeling.gguf import GGUF_INSTALL, detach_quantizer, load_gguf, require_gguf
-from pit.modeling.loading import load_model, save_model, special_tokens
+from pit.modeling.loading import load_model, save_model, special_tokens, use_attention
 from pit.modeling.reference import (
     ModelRef,
     check_folder,
@@ -36,4 +36,5 @@ __all__ = [
     "save_model",
     "special_tokens",
     "train_tokenizer",
+    "use_attention",
 ]

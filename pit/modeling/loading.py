@@ -110,10 +110,39 @@ def load_model(
     return model.to(device), special_tokens(tokenizer, str(path))
 
 
-def save_model(model: PreTrainedModel, tokenizer, path: str | Path) -> Path:
-    """Write a model (safetensors) and its tokenizer into a folder `load_model` reads back."""
+FLASH = {"flash_attention_2": "is_flash_attn_2_available",
+         "flash_attention_3": "is_flash_attn_3_available"}
+
+
+def use_attention(model: PreTrainedModel, implementation: str) -> PreTrainedModel:
+    """Switch a loaded model to an attention kernel (`train.attention`), checked first.
+
+    Flash attention needs a CUDA GPU and its package; without them the error
+    says so before any work, rather than transformers' failing mid-stage.
+    """
+    if implementation in FLASH:
+        available = getattr(transformers.utils, FLASH[implementation])()
+        if not torch.cuda.is_available() or not available:
+            missing = "a CUDA GPU" if not torch.cuda.is_available() else "the flash-attn package"
+            raise ConfigError(
+                [f"train.attention={implementation} needs {missing}; install flash-attn on a "
+                 "CUDA machine, or set train.attention=sdpa"],
+                source="train config",
+            )
+    if model.config._attn_implementation != implementation:
+        model.set_attn_implementation(implementation)
+    return model
+
+
+def save_model(model: PreTrainedModel, tokenizer, path: str | Path,
+               state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a model (safetensors) and its tokenizer into a folder `load_model` reads back.
+
+    `state_dict` replaces the model's own where its weights are sharded
+    across processes (FSDP): the gathered full weights.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
+    model.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(path)
     return path

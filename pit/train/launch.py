@@ -60,9 +60,13 @@ def launch_command(spec: Path, num_processes: int, cpu: bool) -> list[str]:
     """The `accelerate launch` command line that runs :func:`main` on `spec`.
 
     Every launch setting is given explicitly, so a user's accelerate config
-    file cannot turn on mixed precision or dynamo behind pit's back. On a CPU
-    the child gets as many threads as this process uses, so a stage computes
-    the same numbers in a child as inline.
+    file cannot turn on mixed precision or dynamo behind pit's back (pit's
+    own settings, `train.precision` and `train.compile`, act in the code). On
+    a CPU the threads of this process are split among the children, so one
+    child computes the same numbers as inline. Several processes, CPU ones
+    included, start through torchrun (`--multi_gpu`; accelerate's `--cpu`
+    would start only one) on a free port, and the code's
+    `Accelerator(cpu=True)` makes them a gloo group.
     """
     import torch
 
@@ -71,9 +75,11 @@ def launch_command(spec: Path, num_processes: int, cpu: bool) -> list[str]:
            "--mixed_precision", "no", "--dynamo_backend", "no"]
     if cpu:
         threads = max(1, torch.get_num_threads() // num_processes)
-        cmd += ["--cpu", "--num_cpu_threads_per_process", str(threads)]
-    elif num_processes > 1:
-        cmd.append("--multi_gpu")
+        cmd += ["--num_cpu_threads_per_process", str(threads)]
+    if num_processes > 1:
+        cmd += ["--multi_gpu", "--main_process_port", "0"]
+    elif cpu:
+        cmd.append("--cpu")
     return [*cmd, "-m", "pit.train.launch", str(spec)]
 
 

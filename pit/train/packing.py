@@ -180,7 +180,7 @@ def model_inputs(rows: Sequence[Row], row_len: int, pad_id: int, device,
         kwargs.update(cu_seq_lens_q=cu.to(device), cu_seq_lens_k=cu.to(device),
                       max_length_q=max(t.lengths), max_length_k=max(t.lengths))
     elif attn_implementation in MASKED:
-        mask = block_causal_mask(t.segments).to(device)
+        mask = block_causal_mask(t.segments.to(device))
         if attn_implementation == "eager":
             blocked = torch.finfo(dtype).min
             mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, blocked)
@@ -197,19 +197,27 @@ def model_inputs(rows: Sequence[Row], row_len: int, pad_id: int, device,
 
 
 def packed_loss(model: torch.nn.Module, rows: Sequence[Row], row_len: int, pad_id: int,
-                device, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
+                device, attn_implementation: str, dtype: torch.dtype,
+                total: float | None = None) -> torch.Tensor:
     """The weighted mean token loss of a packed batch: the same number as unpacked.
 
     `model` is what the loop calls (wrapped or not); the attention implementation
-    and dtype are those of the Hugging Face model inside it.
+    and dtype are those of the Hugging Face model inside it. `total` divides the
+    weighted sum instead of these rows' own weight sum: the whole batch's, when
+    these rows are one process's share of it (`pit.train.sharding`).
     """
     ids, kwargs, targets, weights = model_inputs(rows, row_len, pad_id, device,
                                                  attn_implementation, dtype)
     logits = model(input_ids=ids, **kwargs).logits
     if logits.dim() == 3:  # a model that ignores a boolean logits_to_keep returns every position
         logits = logits[kwargs["logits_to_keep"]]
-    total = weights.sum()
-    if total <= 0:
-        raise DataError("a training batch has no token to learn (every loss weight is 0)")
     nll = F.cross_entropy(logits.float(), targets, reduction="none")
-    return (nll * weights).sum() / total
+    return (nll * weights).sum() / loss_divisor(weights, total)
+
+
+def loss_divisor(weights: torch.Tensor, total: float | None) -> torch.Tensor | float:
+    """The weight sum a loss is divided by: `total` if given, else that of `weights`."""
+    divisor = weights.sum() if total is None else total
+    if divisor <= 0:
+        raise DataError("a training batch has no token to learn (every loss weight is 0)")
+    return divisor

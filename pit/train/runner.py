@@ -5,11 +5,14 @@ stage needs (data, model, batches of every epoch, callbacks) and restores the
 newest intact checkpoint of this very stage, callbacks included; `fit` runs
 the training loop from there; `publish` writes the final model, with every
 epoch's metrics beside it, under the stage's content key. Each process that
-accelerate started runs all three; only the main one writes.
+accelerate started runs all three, each training its share of every batch;
+only the main one writes. The scores of each epoch are computed under the
+training's precision (bf16 autocast on a GPU), which flash attention needs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -23,7 +26,7 @@ from pit.data.views import retention_ids, training_view
 from pit.device import accelerator, prepare
 from pit.evaluation import score
 from pit.keys import stage_output
-from pit.modeling import load_model, save_model
+from pit.modeling import load_model, save_model, use_attention
 from pit.progress import bar
 from pit.recipe import Recipe, Stage
 from pit.tracking import tracker_for
@@ -39,7 +42,7 @@ from pit.train.callbacks import (
 from pit.train.callbacks.tracking import record_stage
 from pit.train.checkpoint import step_of
 from pit.train.examples import Example, ExampleBuilder
-from pit.train.loop import Callback, StageState, train_stage
+from pit.train.loop import Callback, StageState, autocast_dtype, train_stage
 from pit.train.signals import StopRequest
 
 log = logging.getLogger(__name__)
@@ -92,10 +95,11 @@ class StageRunner:
 
     def setup(self) -> None:
         job, cfg = self.job, self.cfg
-        self.accelerator = accelerator()
+        self.accelerator = accelerator(job.train)
         with self.accelerator.main_process_first():
             ds = load_dataset(cfg, job.data_ref)
             model, self.tokenizer = load_model(model_path(cfg, job.model_ref), cfg.model)
+        use_attention(model, job.train.attention)
         self.out = stage_output(cfg, job.stage, job.index, job.model_ref, ds.fingerprint, job.seed)
         self._batches(ds)
         torch.manual_seed(job.train.seed * 7919 + job.index)
@@ -129,8 +133,14 @@ class StageRunner:
         job, cfg = self.job, self.cfg
         every = cfg.eval.every_epochs if job.stage.reads_test_docs else 0
 
+        dtype = autocast_dtype(job.train, self.accelerator.device)
+
         def score_now() -> dict[str, float]:
-            return score(cfg, self.accelerator.unwrap_model(self.model), self.tokenizer, ds)[0]
+            cast = (torch.autocast(self.accelerator.device.type, dtype=dtype) if dtype
+                    else contextlib.nullcontext())
+            with cast:
+                return score(cfg, self.accelerator.unwrap_model(self.model), self.tokenizer,
+                             ds)[0]
 
         self.evaluation = EpochEvaluation(score_now, every, len(self.epochs))
         callbacks: list[Callback] = [self.evaluation]
@@ -173,11 +183,19 @@ class StageRunner:
             train_stage(self.model, self.epochs, tcfg, peak, self.tokenizer.pad_token_id,
                         self.accelerator, self.optimizer, state=self.state,
                         callbacks=self.callbacks, progress=advance)
+        speed = self.state.throughput
+        if self.accelerator.is_main_process and speed:
+            mfu = f", MFU {speed['mfu']:.1f}%" if "mfu" in speed else ""
+            log.info("%s: last epoch %.0f real tokens/s%s", self.job.where,
+                     speed["tokens_per_s"], mfu)
 
     def publish(self) -> tuple[str, dict[str, float]]:
         """Publish the final model with its metrics; returns its key and last-epoch metrics."""
         job, out = self.job, self.out
         metrics = self.evaluation.last
+        # Under FSDP every process holds a shard: gathering the weights takes them all.
+        full = (self.accelerator.get_state_dict(self.model)
+                if job.train.distributed == "fsdp" else None)
         if self.accelerator.is_main_process:
             ck = self.checkpointing
             saves = {"steps": [step_of(k) for k in ck.saved], "seconds": ck.seconds} if ck else {}
@@ -187,7 +205,8 @@ class StageRunner:
                         "resumed_from_step": self.resumed_from,
                         "history": self.evaluation.state_dict()["history"]}
             with self.store.staging(out.key, manifest) as folder:
-                save_model(self.accelerator.unwrap_model(self.model), self.tokenizer, folder)
+                save_model(self.accelerator.unwrap_model(self.model), self.tokenizer, folder,
+                           state_dict=full)
             if self.tracker and job.run_id:
                 record_stage(self.tracker, job.run_id, job.index, self.store.url(out.key),
                              self.store.url(out.checkpoints),

@@ -11,9 +11,12 @@ from pit.train.loop import Callback, StageState
 class EpochTracking(Callback):
     """Logs each epoch's metrics at its comparison-wide step (`offset` + the stage's epoch).
 
-    Its state is what it logged. Restoring it logs those epochs to the run at
-    hand: under the same run `once` skips what is already there; under a new
-    run (a comparison started again after it was killed) the curve is whole.
+    Beside them go the epoch's speed, `tokens_per_s` and `mfu` (percent of
+    the device's peak; see `pit.train.throughput`), measured in this attempt.
+    Its state is what it logged, speed left out. Restoring it logs those
+    epochs to the run at hand: under the same run `once` skips what is already
+    there; under a new run (a comparison started again after it was killed)
+    the curve is whole.
     """
 
     name = "tracking"
@@ -24,12 +27,14 @@ class EpochTracking(Callback):
         self.offset = offset
         self.logged: dict[int, dict[str, float]] = {}
 
-    def log(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.tracker.log_metrics(self.run_id, metrics, step=self.offset + epoch, once=True)
+    def log(self, epoch: int, metrics: dict[str, float],
+            speed: dict[str, float] | None = None) -> None:
+        self.tracker.log_metrics(self.run_id, {**metrics, **(speed or {})},
+                                 step=self.offset + epoch, once=True)
         self.logged[epoch] = dict(metrics)
 
     def on_epoch_end(self, state: StageState, metrics: dict[str, float]) -> None:
-        self.log(state.position.epoch, metrics)
+        self.log(state.position.epoch, metrics, state.throughput)
 
     def state_dict(self) -> dict[str, Any]:
         return {"logged": {str(k): v for k, v in sorted(self.logged.items())}}
