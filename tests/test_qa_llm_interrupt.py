@@ -19,9 +19,9 @@ from pit.wiki.qa_llm import LLMQAGenerator
 
 
 def test_ctrl_c_sends_no_queued_request(server: FakeOpenAI, tmp_path: Path) -> None:  # noqa: F811
-    server.delay_s = 0.5
+    server.delay_s = 1.0  # all 60 would take 30 s: a busy machine still interrupts mid-way
     gen = LLMQAGenerator(_config(server.url, tmp_path, cache_dir=None, max_concurrency=2))
-    docs = [{**BARBIE, "page_id": i, "text": f"{BARBIE['text']} Copy {i}."} for i in range(30)]
+    docs = [{**BARBIE, "page_id": i, "text": f"{BARBIE['text']} Copy {i}."} for i in range(60)]
 
     def interrupt_once_in_flight() -> None:
         while server.requests < 2:
