@@ -18,13 +18,14 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from prefect import flow
 from s3server import SECRET_MARKER, S3Server
 from safetensors.torch import load_file
+from test_resume import _training_processes as training_processes
+from test_resume import one_stage
 
 from pit import pipeline
 from pit.artifacts import published_folder, store_for
@@ -33,7 +34,6 @@ from pit.keys import stage_output
 from pit.recipe import select_recipes
 from pit.tracking import Tracker
 from pit.train.checkpoint import list_checkpoints, step_of
-from tasks import training as t
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -76,19 +76,6 @@ def prepared(server, tmp_path_factory, tiny_overrides):
     mp.undo()
 
 
-def training_processes() -> list[psutil.Process]:
-    """The processes that train: children of accelerate launch, not the launcher itself."""
-    found = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            cmd = p.cmdline()
-        except psutil.NoSuchProcess:
-            continue
-        if "pit.train.launch" in cmd and "accelerate.commands.launch" not in cmd:
-            found.append(p)
-    return found
-
-
 def complete_steps(store, prefix: str) -> list[int]:
     return [step_of(k) or 0 for k in list_checkpoints(store, prefix) if store.is_complete(k)]
 
@@ -120,10 +107,6 @@ class Outage(threading.Thread):
 
 
 @flow(name="one-stage-on-s3")
-def one_stage(cfg, recipe, model_ref: str, data_key: str, run_id: str):
-    return t.run_stage(cfg, recipe, 0, model_ref, data_key, run_id, 0, return_state=True)
-
-
 def test_an_s3_outage_mid_stage_is_waited_out_by_the_task_retry_with_identical_results(
         server, prepared, prefect_harness, capfd):
     cfg, data, base = prepared

@@ -257,6 +257,17 @@ class Backend:
     def write_json(self, key: str, obj: Any) -> None:
         self.write_bytes(key, json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n")
 
+    def _list_url(self, url: str) -> list[str]:
+        """The paths directly under `url`, as the filesystem names them; none when absent."""
+
+        def listing() -> list[str]:
+            try:
+                return self.fs.ls(url, detail=False)
+            except FileNotFoundError:
+                return []
+
+        return self._call("list", url, listing)
+
     def ls(self, key: str = "") -> list[str]:
         """Keys directly under `key`, sorted; an absent folder lists as empty.
 
@@ -265,16 +276,9 @@ class Backend:
         scanning for outputs never trips over one.
         """
         url = self.url(key)
-
-        def listing() -> list[str]:
-            try:
-                return self.fs.ls(url, detail=False)
-            except FileNotFoundError:
-                return []
-
         base = self.fs._strip_protocol(url).rstrip("/")
         out = []
-        for path in self._call("list", url, listing):
+        for path in self._list_url(url):
             name = self.fs._strip_protocol(path).rstrip("/")[len(base) :].strip("/")
             if name and not any(m in name for m in STAGING_MARKERS) and not is_publication(name):
                 out.append(self.join(key, name))

@@ -127,15 +127,7 @@ class Store(Backend):
         current = self.read_manifest(key) or {}
         keep = {current.get("root")}
         superseded = (replaced or {}).get("root")
-        url = self.url(key)
-
-        def listing() -> list[str]:
-            try:
-                return self.fs.ls(url, detail=False)
-            except FileNotFoundError:
-                return []
-
-        for path in self._call("list", url, listing):
+        for path in self._list_url(self.url(key)):
             name = path.rstrip("/").rsplit("/", 1)[-1]
             if not is_publication(name) or name in keep:
                 continue
