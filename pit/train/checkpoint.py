@@ -44,7 +44,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pit.config import CheckpointConfig
-from pit.storage import MANIFEST, CorruptOutputError, Store, local_problems
+from pit.storage import MANIFEST, CorruptOutputError, Store
 from pit.train.loop import Callback, Position, StageState
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,8 @@ def fetch_latest(
     """The newest intact checkpoint, as a local folder verified file by file against its sha256.
 
     Unlike :func:`latest_checkpoint` with `hashes`, each file is read once:
-    a remote checkpoint is checked as it is copied into `cache_dir` (see
-    :meth:`Store.fetch_dir`), a local one is hashed where it lies.
+    :meth:`Store.fetch_dir` checks a remote checkpoint as it copies it into
+    `cache_dir`, and a local one where it lies.
     """
     for ckpt in _candidates(store, prefix, fingerprint):
         if not store.verify(ckpt.key):
@@ -144,15 +144,10 @@ def fetch_latest(
                         store.url(ckpt.key))
             continue
         try:
-            folder = store.fetch_dir(ckpt.key, cache_dir)
-            bad = local_problems(folder, ckpt.manifest["files"]) if store.is_local else []
+            return ckpt, store.fetch_dir(ckpt.key, cache_dir)
         except CorruptOutputError as e:
-            bad = e.problems
-        if bad:
             log.warning("skipping corrupt checkpoint %s: %s; using the one before it",
-                        store.url(ckpt.key), "; ".join(bad))
-            continue
-        return ckpt, folder
+                        store.url(ckpt.key), "; ".join(e.problems))
     return None
 
 
