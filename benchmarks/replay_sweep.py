@@ -58,9 +58,9 @@ def main() -> None:
         for share in shares:
             slug = _slug(share, args.with_qa)
             Path(recipes, f"{slug}.yaml").write_text(_recipe(share, args.with_qa))
-        doc = compare_methods(CompareParams(
-            preset=args.preset, seeds=args.seeds, overrides=args.overrides,
-            methods=[_slug(s, args.with_qa) for s in shares], recipes_dirs=[recipes]))
+        doc = compare_methods(CompareParams.from_slugs(
+            [_slug(s, args.with_qa) for s in shares], preset=args.preset, seeds=args.seeds,
+            overrides=args.overrides, recipes_dirs=[recipes]))
     base = doc.get("base_retention_em")
     points = []
     print(f"base model retention EM: {base}")

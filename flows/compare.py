@@ -9,17 +9,19 @@ again after its process died finds its runs again by content hash
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
+from flows.fanout import RecipeJob, portable_config, run_jobs
 from pit.artifacts import model_url
-from pit.config import PitConfig, load_config
+from pit.config import PitConfig, load_config, preset_names
 from pit.data.checks import check_dataset
 from pit.data.dataset import KnowledgeDataset
 from pit.data.source import SYNTHETIC, load_dataset
 from pit.data.views import demonstrations, eval_questions
+from pit.errors import ConfigError
 from pit.eval.chance import chance_exact_match
 from pit.eval.ordering import judge
 from pit.modeling import check_model
@@ -38,17 +40,33 @@ def _override(field: str, value: str) -> str:
     return f"{field}='{value.replace(chr(39), chr(39) * 2)}'"
 
 
-class CompareParams(BaseModel):
-    """What a user picks when starting a comparison from the CLI or the Prefect UI."""
+PresetName = Literal[tuple(preset_names())]  # type: ignore[valid-type]
+RecipeChoice = Literal[tuple([*(r.slug for r in select_recipes(["all"])), "all", "main"])]  # type: ignore[valid-type]
 
-    preset: str | None = Field("smoke", description="Shipped preset (smoke, demo, ...).")
+
+class CompareParams(BaseModel):
+    """What a user picks when starting a comparison from the CLI or the Prefect UI.
+
+    Closed choices (presets, shipped recipes) are enumerations, so the UI's
+    form offers them as drop-downs; recipes of a user's own folder go in
+    `user_methods`.
+    """
+
+    preset: PresetName | None = Field(  # type: ignore[valid-type]
+        "smoke", description="Shipped preset: smoke (seconds, for checks) or demo (the paper's "
+        "table on a laptop). Ignored when config_file is set.")
     config_file: str | None = Field(None, description="A YAML config instead of a preset.")
-    methods: list[str] | None = Field(
-        None, description="Recipe slugs; 'all' for every recipe; default: the preset's."
+    methods: list[RecipeChoice] | None = Field(  # type: ignore[valid-type]
+        None, description="Recipes to compare ('all' for every recipe, 'main' for the paper's "
+        "main table); default: the preset's."
+    )
+    user_methods: list[str] = Field(
+        default_factory=list, description="Slugs of your own recipes, defined in recipes_dirs."
     )
     seeds: int | None = Field(None, ge=1, description="Seeds per recipe; default: the preset's.")
     overrides: list[str] = Field(
-        default_factory=list, description="section.field=value overrides, as with --set."
+        default_factory=list, description="section.field=value overrides, as with --set, "
+        "e.g. train.doc_lr=5e-4."
     )
     data: str | None = Field(
         None, description="Data set to train on: 'synthetic', or a folder, s3:// URL or store "
@@ -60,6 +78,24 @@ class CompareParams(BaseModel):
     )
     artifact_root: str | None = Field(None, description="A folder or s3://bucket/prefix.")
     recipes_dirs: list[str] = Field(default_factory=list, description="Folders of user recipes.")
+    parallel: bool = Field(
+        False, description="Run each recipe and seed as a flow run of the run-recipe "
+        "deployment, so that several workers train them at once (needs `pit deploy`)."
+    )
+
+    @classmethod
+    def from_slugs(cls, slugs: list[str] | None, **fields: Any) -> CompareParams:
+        """Shipped slugs into `methods`, any other into `user_methods`."""
+        preset = fields.get("preset")
+        if preset is not None and preset not in get_args(PresetName):
+            raise ConfigError(f"unknown preset {preset!r}; shipped presets: "
+                              f"{', '.join(get_args(PresetName))}. Or pass --config FILE.",
+                              source="--preset")
+        if slugs is None:
+            return cls(**fields)
+        shipped = set(get_args(RecipeChoice))
+        return cls(methods=[s for s in slugs if s in shipped],
+                   user_methods=[s for s in slugs if s not in shipped], **fields)
 
     def config(self) -> PitConfig:
         extra = list(self.overrides)
@@ -71,8 +107,8 @@ class CompareParams(BaseModel):
             extra.append(_override("model.name_or_path", self.model))
         cfg = load_config(None if self.config_file else self.preset, self.config_file, extra)
         updates: dict[str, Any] = {}
-        if self.methods:
-            updates["methods"] = self.methods
+        if self.methods or self.user_methods:
+            updates["methods"] = [*(self.methods or []), *self.user_methods]
         if self.seeds:
             updates["seeds"] = self.seeds
         return cfg.model_copy(update=updates)
@@ -130,13 +166,14 @@ def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_ref: str, 
 
 
 @flow(name="compare-methods", flow_run_name="compare-{params.preset}")
-def compare_methods(params: CompareParams) -> dict[str, Any]:
+def compare_methods(params: CompareParams = CompareParams()) -> dict[str, Any]:
     """The paper's comparison: a data set, a base model, every chosen recipe, one table."""
     cfg = params.config()
-    return compare(cfg, params.recipes_dirs)
+    return compare(cfg, params.recipes_dirs, parallel=params.parallel)
 
 
-def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, Any]:
+def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None,
+            parallel: bool = False) -> dict[str, Any]:
     """Data set, checked against the recipes before anything trains; base model; recipes.
 
     A comparison run again after its process died continues its MLflow runs
@@ -155,7 +192,7 @@ def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, 
     with held(tracker, parent):
         try:
             methods, retention_before, noise = _compare_in(cfg, recipes, recipes_dirs, ds,
-                                                           data_ref, tracker, parent)
+                                                           data_ref, tracker, parent, parallel)
         except BaseException:
             tracker.end_run(parent, "FAILED")
             raise
@@ -166,7 +203,8 @@ def compare(cfg: PitConfig, recipes_dirs: list[str] | None = None) -> dict[str, 
 
 
 def _compare_in(cfg: PitConfig, recipes: list[Recipe], recipes_dirs: list[str] | None,
-                ds: KnowledgeDataset, data_ref: str, tracker: Tracker, parent: str
+                ds: KnowledgeDataset, data_ref: str, tracker: Tracker, parent: str,
+                parallel: bool = False
                 ) -> tuple[dict[str, dict[str, Any]], float | None, dict[str, Any]]:
     """Base model, every recipe and seed, the table and figures: all into run `parent`."""
     logger = get_run_logger()
@@ -178,15 +216,23 @@ def _compare_in(cfg: PitConfig, recipes: list[Recipe], recipes_dirs: list[str] |
     if retention_before is not None:
         tracker.log_metrics(parent, {"base_retention_em": retention_before}, once=True)
     logger.info("base model %s, retention EM before training %s", base_ref, retention_before)
+    if parallel:
+        config = portable_config(cfg)
+        jobs = [RecipeJob(config=config, recipe=r.model_dump(mode="json"),
+                          seed=s, data_ref=data_ref, base_ref=base_ref,
+                          retention_before=retention_before, parent_run_id=parent,
+                          dataset_fingerprint=ds.fingerprint)
+                for r in recipes for s in range(cfg.seeds)]
+        done = iter(run_jobs(jobs))
+        runs = {r.slug: [next(done) for _ in range(cfg.seeds)] for r in recipes}
+    else:
+        runs = {r.slug: [run_recipe_stages(cfg, r, s, data_ref, base_ref, retention_before,
+                                           parent, ds.fingerprint) for s in range(cfg.seeds)]
+                for r in recipes}
     methods: dict[str, dict[str, Any]] = {}
-    for recipe in recipes:
-        per_seed = [
-            run_recipe_stages(cfg, recipe, s, data_ref, base_ref, retention_before, parent,
-                              ds.fingerprint)
-            for s in range(cfg.seeds)
-        ]
-        methods[recipe.slug] = aggregate(per_seed)
-        logger.info("%s: EM %.1f", recipe.slug, methods[recipe.slug]["exact_match"])
+    for slug, per_seed in runs.items():
+        methods[slug] = aggregate(per_seed)
+        logger.info("%s: EM %.1f", slug, methods[slug]["exact_match"])
     known = all_recipes(recipes_dirs)
     noise = {"chance_exact_match": chance_exact_match(eval_questions(ds, cfg.data),
                                                       demonstrations(ds, cfg.data)),

@@ -62,7 +62,7 @@ def quiet_services() -> None:
 def _run_compare(preset: str | None, config: Path | None, methods: str | None, seeds: int | None,
                  results: Path | None, overrides: list[str], artifact_root: str | None,
                  recipes_dir: list[Path] | None, data: str | None = None,
-                 model: str | None = None) -> dict:
+                 model: str | None = None, parallel: bool = False) -> dict:
     quiet_services()  # before Prefect is imported: it reads its logging settings then
     from flows.compare import CompareParams, compare_methods
     from pit.train.signals import exit_on_sigterm
@@ -72,11 +72,11 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
     from pit.report import figures, render_gaps, render_table, write_results
 
     dirs = [str(d) for d in recipes_dir or []]
-    params = CompareParams(
-        preset=preset, config_file=str(config) if config else None,
-        methods=[m.strip() for m in methods.split(",")] if methods else None,
-        seeds=seeds, overrides=overrides, artifact_root=artifact_root, recipes_dirs=dirs,
-        data=data, model=model,
+    params = CompareParams.from_slugs(
+        [m.strip() for m in methods.split(",") if m.strip()] if methods else None,
+        preset=preset, config_file=str(config) if config else None, seeds=seeds,
+        overrides=overrides, artifact_root=artifact_root, recipes_dirs=dirs, data=data,
+        model=model, parallel=parallel,
     )
     cfg = params.config()
     chosen = select_recipes(cfg.methods, [Path(d) for d in dirs])
@@ -150,14 +150,22 @@ def compare(
         help="Where data, models and checkpoints go: a folder or s3://bucket/prefix.")] = None,
     recipes_dir: Annotated[list[Path] | None, typer.Option(
         help="A folder of your own recipe YAML files (repeatable).")] = None,
+    parallel: Annotated[bool, typer.Option(
+        help="Run each recipe and seed as a flow run of the `run-recipe` deployment on the "
+        "Prefect server of PREFECT_API_URL, so its workers train them at once "
+        "(after `pit deploy`).")] = False,
     set_: SetOpt = None,
 ) -> None:
     """Run recipes on one data set and base model; print a table beside the paper's."""
     if not preset and not config:
         preset = "smoke"
     try:
+        if parallel and not os.environ.get("PREFECT_API_URL"):
+            raise PitError("--parallel hands recipes to workers of a Prefect server: set "
+                           "PREFECT_API_URL (e.g. the address `pit ui` prints), run "
+                           "`pit deploy` and start a worker on its pool first.")
         _run_compare(preset, config, methods, seeds, results, set_ or [], artifact_root,
-                     recipes_dir, data, model)
+                     recipes_dir, data, model, parallel)
     except PitError as e:
         _fail(e)
 
@@ -225,6 +233,33 @@ def data_synth(
     except PitError as e:
         _fail(e)
     console.print(json.dumps(ds.stats(), indent=2))
+
+
+@app.command()
+def deploy(
+    file: Annotated[Path | None, typer.Option(
+        help="The deployment file; default: infra/prefect.yaml.")] = None,
+    pool: Annotated[str | None, typer.Option(
+        help="Send every deployment to this work pool of the file (e.g. pit-gpu on "
+        "Kubernetes) instead of each one's own.")] = None,
+    gpu_slots: Annotated[int | None, typer.Option(
+        min=0, help="Slots of the `gpu` task concurrency limit: the accelerators the "
+        "workers share.")] = None,
+) -> None:
+    """Create the work pools, concurrency limits and deployments on PREFECT_API_URL's server."""
+    quiet_services()
+    from flows.deployments import deploy as register
+
+    try:
+        out = register(file, pool, gpu_slots)
+    except PitError as e:
+        _fail(e)
+    console.print(f"[bold]pit deploy[/] {out['file']}: work pools {', '.join(out['work_pools'])}; "
+                  + ", ".join(f"{t} limit {n}" for t, n in out["concurrency_limits"].items()))
+    for name in out["deployments"]:
+        console.print(f"  deployment {name}")
+    console.print("Start a worker: prefect worker start --pool pit-process "
+                  "(or pit-gpu on Kubernetes, see README)")
 
 
 def _register_wiki() -> None:

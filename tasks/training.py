@@ -40,6 +40,9 @@ def _retry_transient_or_killed(task: Task, task_run: TaskRun, state: State) -> b
 
 _COMMON = {"cache_policy": NO_CACHE, "retry_delay_seconds": 2,
            "retry_condition_fn": _retry_transient_or_killed}
+# Tasks that occupy an accelerator hold a slot of the `gpu` tag's concurrency limit
+# (`pit deploy --gpu-slots N` creates it), so flow runs sharing a machine take turns on it.
+GPU = "gpu"
 
 
 @task(name="build-dataset", retries=2, tags=["data"], **_COMMON)
@@ -48,18 +51,18 @@ def build_dataset(cfg: PitConfig) -> str:
     return pipeline.build_dataset(cfg)
 
 
-@task(name="pretrain-base", retries=2, tags=["train"], **_COMMON)
+@task(name="pretrain-base", retries=2, tags=["train", GPU], **_COMMON)
 def build_base(cfg: PitConfig, data_ref: str) -> str:
     return pipeline.build_base(cfg, data_ref)
 
 
-@task(name="base-retention", retries=2, tags=["eval"], **_COMMON)
+@task(name="base-retention", retries=2, tags=["eval", GPU], **_COMMON)
 def base_retention(cfg: PitConfig, model_ref: str, data_ref: str) -> float | None:
     return pipeline.base_retention(cfg, model_ref, data_ref)
 
 
 @task(name="run-stage", task_run_name="{recipe.slug}-stage-{index}-seed-{seed}", retries=2,
-      tags=["train"], **_COMMON)
+      tags=["train", GPU], **_COMMON)
 def run_stage(cfg: PitConfig, recipe: Recipe, index: int, model_ref: str, data_ref: str,
               run_id: str | None, seed: int = 0) -> tuple[str, dict[str, float]]:
     """One stage, reused if published, else trained; a retry resumes from its newest checkpoint."""
@@ -77,7 +80,7 @@ def run_stage(cfg: PitConfig, recipe: Recipe, index: int, model_ref: str, data_r
 
 
 @task(name="evaluate", task_run_name="evaluate-{recipe.slug}-seed-{seed}", retries=2,
-      tags=["eval"], **_COMMON)
+      tags=["eval", GPU], **_COMMON)
 def evaluate(cfg: PitConfig, recipe: Recipe, model_ref: str, data_ref: str, run_id: str | None,
              retention_before: float | None, step: int = 0, seed: int = 0) -> dict[str, Any]:
     """Final metrics, and each test question's exact match (for paired tests between recipes)."""

@@ -1,0 +1,131 @@
+"""`pit deploy` against a real Prefect server, and a comparison fanned out to a real worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+PIT = str(Path(sys.executable).with_name("pit"))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pit(args: list[str], env: dict[str, str], cwd: Path | None = None,
+         timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([PIT, *args], env=env, cwd=cwd or ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _env(server, **extra: str) -> dict[str, str]:
+    env = {**server.env, "PYTHONPATH": str(ROOT), **extra}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _client(server):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(server.api_url)
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server):
+    out = _pit(["deploy", "--gpu-slots", "2"], _env(prefect_server))
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def test_deploy_without_a_server_address_says_which_setting_to_set(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path)
+    out = _pit(["deploy"], env)
+    assert out.returncode == 2
+    assert "PREFECT_API_URL" in out.stderr
+
+
+def test_deploy_creates_pools_limits_and_module_entrypoint_deployments(prefect_server, deployed):
+    with _client(prefect_server) as client:
+        pools = {p.name: p for p in client.read_work_pools()}
+        assert pools["pit-process"].type == "process"
+        gpu = pools["pit-gpu"]
+        assert gpu.type == "kubernetes"
+        assert "nvidia.com/gpu" in json.dumps(gpu.base_job_template)
+        assert {"gpu_count", "node_selector", "tolerations"} <= set(
+            gpu.base_job_template["variables"]["properties"])
+        assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 2
+        deployments = {f"{d.name}": d for d in client.read_deployments()}
+    assert {"compare-methods", "run-recipe", "build-dataset"} <= set(deployments)
+    compare = deployments["compare-methods"]
+    assert compare.entrypoint == "flows.compare.compare_methods"
+    assert not compare.pull_steps  # nothing of the deploying machine's folder
+    assert compare.work_pool_name == "pit-process"
+    form = compare.parameter_openapi_schema["definitions"]["CompareParams"]["properties"]
+    assert "demo" in json.dumps(form["preset"]) and "smoke" in json.dumps(form["preset"])
+    assert "pit++" in json.dumps(form["methods"])  # a drop-down of the shipped recipes
+    assert form["methods"]["description"]
+
+
+def test_deploy_again_updates_in_place(prefect_server, deployed):
+    with _client(prefect_server) as client:
+        before = {d.name: d.id for d in client.read_deployments()}
+    out = _pit(["deploy", "--pool", "pit-gpu"], _env(prefect_server))
+    assert out.returncode == 0, out.stderr
+    with _client(prefect_server) as client:
+        after = {d.name: (d.id, d.work_pool_name) for d in client.read_deployments()}
+        assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
+    assert {n: i for n, (i, _) in after.items()} == before
+    assert {p for _, p in after.values()} == {"pit-gpu"}
+    out = _pit(["deploy", "--pool", "pit-process", "--gpu-slots", "2"], _env(prefect_server))
+    assert out.returncode == 0, out.stderr
+
+
+def test_deploy_names_an_unknown_pool(prefect_server, deployed):
+    out = _pit(["deploy", "--pool", "nowhere"], _env(prefect_server))
+    assert out.returncode == 2
+    assert "nowhere" in out.stderr and "pit-process" in out.stderr
+
+
+@pytest.mark.slow
+def test_parallel_comparison_runs_each_recipe_on_a_worker_and_reruns_read_results_back(
+        prefect_server, deployed, tmp_path, tiny_overrides):
+    env = _env(prefect_server, PREFECT_WORKER_QUERY_SECONDS="2", PIT_PROGRESS="0")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "pit-process",
+         "--limit", "4"], env=env, cwd=tmp_path, start_new_session=True,
+        stdout=open(tmp_path / "worker.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    args = ["compare", "--preset", "smoke", "--methods", "cpt,pit", "--parallel",
+            "--set", f"workdir={tmp_path / 'work'}", "--results", str(tmp_path / "r.json")]
+    for o in tiny_overrides:
+        args += ["--set", o]
+    try:
+        first = _pit(args, env, cwd=tmp_path, timeout=900)
+        assert first.returncode == 0, first.stdout + first.stderr
+        with _client(prefect_server) as client:
+            runs = [r for r in client.read_flow_runs() if r.deployment_id is not None]
+            recipe_runs = [r for r in runs if r.name.startswith(("cpt-seed", "pit-seed"))]
+            assert sorted(r.name for r in recipe_runs) == ["cpt-seed-0", "pit-seed-0"]
+            assert all(r.state.is_completed() for r in recipe_runs)
+            assert all(r.parent_task_run_id is not None for r in recipe_runs)
+        doc = json.loads((tmp_path / "r.json").read_text())
+        assert set(doc["methods"]) == {"cpt", "pit"}
+        results = list((tmp_path / "work" / "artifacts" / "results").glob("recipe-*"))
+        assert len(results) == 2
+
+        again = _pit(args, env, cwd=tmp_path, timeout=600)
+        assert again.returncode == 0, again.stdout + again.stderr
+        with _client(prefect_server) as client:
+            later = [r for r in client.read_flow_runs() if r.deployment_id is not None
+                     and r.name.startswith(("cpt-seed", "pit-seed"))]
+        assert len(later) == 2  # finished recipes read back, not started again
+        redo = json.loads((tmp_path / "r.json").read_text())
+        for slug in ("cpt", "pit"):
+            assert redo["methods"][slug]["exact_match"] == doc["methods"][slug]["exact_match"]
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
