@@ -45,6 +45,8 @@ class LimitSpec(_Spec):
 class PitSection(_Spec):
     work_pools: list[PoolSpec] = []
     concurrency_limits: list[LimitSpec] = []
+    crash_unresponsive_after_s: int | None = Field(
+        600, ge=60, description="Mark Crashed a flow run silent this long; null: never.")
 
 
 class WorkPoolRef(_Spec):
@@ -148,6 +150,46 @@ def _ensure_limits(client: Any, spec: PrefectFile, gpu_slots: int | None) -> dic
     return limits
 
 
+ZOMBIE_AUTOMATION = "pit: crash unresponsive flow runs"
+
+
+def _ensure_zombie_automation(client: Any, within_s: int) -> str:
+    """Mark Crashed a flow run whose heartbeats stopped (its pod evicted, its machine gone).
+
+    Without it such a run stays Running forever; with it, the comparison that
+    started it starts it again (`flows.fanout`). Workers emit the heartbeats
+    when PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set, which the deployments'
+    job variables do.
+    """
+    from datetime import timedelta
+
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    automation = AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description="A flow run that sent no heartbeat and reached no final state within "
+        f"{within_s} s of its last heartbeat is marked Crashed.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
+                    "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
+                    "prefect.flow-run.Crashed"},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=within_s)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message="No heartbeat: its worker, pod or machine is gone.")],
+    )
+    existing = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+    if existing:
+        client.update_automation(existing[0].id, automation)
+        return str(existing[0].id)
+    return str(client.create_automation(automation))
+
+
 def _flow(entrypoint: str) -> Any:
     from prefect.flows import load_flow_from_entrypoint
 
@@ -207,6 +249,8 @@ def deploy(path: str | os.PathLike[str] | None = None, pool: str | None = None,
             client.hello()
             created = _ensure_pools(client, spec, file.parent)
             limits = _ensure_limits(client, spec, gpu_slots)
+            if spec.pit.crash_unresponsive_after_s:
+                _ensure_zombie_automation(client, spec.pit.crash_unresponsive_after_s)
         registered = {}
         for (dep, pool_name), d in zip(deployments, spec.deployments, strict=True):
             registered[f"{dep.flow_name}/{d.name}"] = str(dep.apply(work_pool_name=pool_name))

@@ -59,12 +59,15 @@ def test_deploy_creates_pools_limits_and_module_entrypoint_deployments(prefect_s
         assert {"gpu_count", "node_selector", "tolerations"} <= set(
             gpu.base_job_template["variables"]["properties"])
         assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 2
+        zombies = client.read_automations_by_name("pit: crash unresponsive flow runs")
+        assert len(zombies) == 1 and zombies[0].actions[0].state.value == "CRASHED"
         deployments = {f"{d.name}": d for d in client.read_deployments()}
     assert {"compare-methods", "run-recipe", "build-dataset"} <= set(deployments)
     compare = deployments["compare-methods"]
     assert compare.entrypoint == "flows.compare.compare_methods"
     assert not compare.pull_steps  # nothing of the deploying machine's folder
     assert compare.work_pool_name == "pit-process"
+    assert compare.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "60"
     form = compare.parameter_openapi_schema["definitions"]["CompareParams"]["properties"]
     assert "demo" in json.dumps(form["preset"]) and "smoke" in json.dumps(form["preset"])
     assert "pit++" in json.dumps(form["methods"])  # a drop-down of the shipped recipes
@@ -79,6 +82,7 @@ def test_deploy_again_updates_in_place(prefect_server, deployed):
     with _client(prefect_server) as client:
         after = {d.name: (d.id, d.work_pool_name) for d in client.read_deployments()}
         assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
+        assert len(client.read_automations_by_name("pit: crash unresponsive flow runs")) == 1
     assert {n: i for n, (i, _) in after.items()} == before
     assert {p for _, p in after.values()} == {"pit-gpu"}
     out = _pit(["deploy", "--pool", "pit-process", "--gpu-slots", "2"], _env(prefect_server))
