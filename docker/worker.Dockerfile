@@ -35,7 +35,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates python3 python3-venv tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 pit \
-    && useradd --uid 10001 --gid pit --create-home --shell /usr/sbin/nologin pit
+    && useradd --uid 10001 --gid pit --create-home --shell /usr/sbin/nologin pit \
+    && install -d -o pit -g pit /home/pit/.cache
 
 RUN python3 -m venv "$VIRTUAL_ENV" \
     && pip install --index-url "$TORCH_INDEX_URL" "torch==${TORCH_VERSION}"
