@@ -209,7 +209,8 @@ ASSIGNMENT = re.compile(r"^\s*-?\s*\"?(\w+)\"?\s*[:=]\s*(.*?)\s*(#.*)?$")
 
 
 @pytest.mark.parametrize("path", sorted(
-    [*DOCKER.iterdir(), *K8S.glob("*.yaml"), POOL, ROOT / ".dockerignore"]),
+    [*(p for p in DOCKER.iterdir() if p.is_file() and p.name != ".env"),  # .env: the real one
+     *K8S.glob("*.yaml"), POOL, ROOT / ".dockerignore"]),
     ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_secret_is_written_into_a_deployment_file(path):
     for n, line in enumerate(path.read_text().splitlines(), 1):
