@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -217,5 +219,63 @@ def test_mlflow_failing_to_start_stops_prefect_and_names_the_option(tmp_path):
         assert "nosuch" in message.split("last lines:")[1]  # MLflow's own reason, from its log
         assert not listening(prefect_port) and not listening(mlflow_port)
         assert servers_started_with(prefect_port, mlflow_port) == []
+    finally:
+        ui.kill()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# What the Prefect UI shows when it cannot reach its API: the V1 UI, then the V2 UI.
+NO_API = ("Can't connect to Server API", "Unable to connect to Prefect server")
+LOCAL = ("http://127.0.0.1:", "http://localhost:", "ws://127.0.0.1:", "ws://localhost:")
+
+
+def open_prefect_ui(browser, url: str, version: str) -> tuple[str, list[str]]:
+    """The text of the Prefect UI's dashboard (`version` v1 or v2), and its requests to another
+    local server than `url`'s.
+
+    A UI that does not know its API's port sends its requests to 4200.
+    """
+    context = browser.new_context()
+    context.add_cookies([{"name": "prefect_ui_version", "value": version, "url": url}])
+    page = context.new_page()
+    elsewhere: list[str] = []
+    page.on("request", lambda r: r.url.startswith(url) or not r.url.startswith(LOCAL)
+            or elsewhere.append(r.url))
+    page.goto(url, wait_until="networkidle", timeout=60_000)
+    page.get_by_text("Dashboard").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(2_000)
+    body = page.inner_text("body")
+    context.close()
+    return body, elsewhere
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                    reason="needs Playwright: pip install playwright")
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a system Chromium: apt-get install chromium")
+def test_prefect_ui_in_a_browser_reaches_its_api_on_another_port(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    prefect_port, mlflow_port = two_ports()
+    prefect = f"http://127.0.0.1:{prefect_port}"
+    ui = PitUi(tmp_path, "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port))
+    try:
+        ui.wait_for("Press Ctrl-C")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+            try:
+                for version in ("v2", "v1"):  # the default UI, and the one the issue saw fail
+                    body, elsewhere = open_prefect_ui(browser, prefect, version)
+                    assert not any(text in body for text in NO_API), (version, body[:300])
+                    assert elsewhere == [], (version, elsewhere)
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{mlflow_port}", wait_until="networkidle",
+                          timeout=60_000)
+                page.get_by_text("Experiments").first.wait_for(timeout=30_000)
+            finally:
+                browser.close()
+        ui.proc.send_signal(signal.SIGINT)
+        assert ui.proc.wait(60) == 0, ui.output
     finally:
         ui.kill()
