@@ -209,6 +209,31 @@ def recipes(
     Console().print(table)
 
 
+@app.command()
+def ui(
+    prefect_port: Annotated[int, typer.Option(
+        min=1, max=65535, help="Port of the Prefect server (its UI and API).")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(
+        min=1, max=65535, help="Port of the MLflow server.")] = 5000,
+    backend_store_uri: Annotated[str | None, typer.Option(
+        help="Where MLflow keeps runs; default: where `pit compare` writes them without a "
+        "server (MLFLOW_TRACKING_URI if it names a database, else pit-runs/mlflow.db).")] = None,
+    artifacts_destination: Annotated[str | None, typer.Option(
+        help="Where the MLflow server stores artifacts logged through it: a folder URI or "
+        "s3://bucket/prefix; default: pit-runs/mlartifacts.")] = None,
+) -> None:
+    """Run a Prefect server and an MLflow server on 127.0.0.1 until Ctrl-C stops both."""
+    from pit.config import PitConfig
+    from pit.services import run_ui
+
+    try:
+        run_ui(prefect_port, mlflow_port, backend_store_uri, artifacts_destination,
+               PitConfig.model_fields["workdir"].default,
+               lambda text: print(masked_uri(text), flush=True))
+    except PitError as e:
+        _fail(e)
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[str, typer.Option(help="Output folder for the data set.")],

@@ -97,3 +97,11 @@ class TrainingStopped(PitError):
     that step. Not retried: whoever asked for the stop meant it; running the
     same command again resumes from that checkpoint.
     """
+
+
+class ServiceError(PitError):
+    """A local server `pit ui` runs (Prefect, MLflow) cannot start, or stopped on its own.
+
+    The message names the port or option to change; the other server is
+    stopped too, so nothing is left listening.
+    """
