@@ -21,8 +21,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class MlflowServer:
-    """`mlflow server` in its own process group, stopped with the whole group."""
+class ServerProcess:
+    """A server in its own process group, logging to a file, stopped with the whole group."""
+
+    name = "server"
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log: Path, health_url: str,
+                 timeout: float = 120) -> None:
+        self.log = open(log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: see {self.log.name}")
+            try:
+                with urllib.request.urlopen(health_url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"{self.name} did not answer on {health_url} in {timeout}s")
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+class MlflowServer(ServerProcess):
+    """`mlflow server` with a SQLite store under `root`."""
+
+    name = "mlflow server"
 
     def __init__(self, root: Path, artifacts_destination: str | None = None,
                  env: dict[str, str] | None = None) -> None:
@@ -36,31 +69,7 @@ class MlflowServer:
             "--artifacts-destination", artifacts_destination or (root / "artifacts").as_uri(),
         ]
         full_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
-        self.log = open(root / "server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        self._wait()
-
-    def _wait(self, timeout: float = 90) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: see {self.log.name}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"mlflow server did not answer on {self.url} in {timeout}s")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log.close()
+        super().__init__(cmd, full_env, root / "server.log", f"{self.url}/health")
 
 
 @pytest.fixture(scope="session")
@@ -78,41 +87,21 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
-class PrefectServer:
-    """`prefect server start` on 127.0.0.1 with its own database, in its own process group."""
+class PrefectServer(ServerProcess):
+    """`prefect server start` with its own database under `root`."""
+
+    name = "prefect server"
 
     def __init__(self, root: Path) -> None:
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         root.mkdir(parents=True, exist_ok=True)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        self.env.update(PREFECT_HOME=str(root / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                        PREFECT_API_URL=self.api_url)
-        self.log = open(root / "server.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            env={k: v for k, v in self.env.items() if k != "PREFECT_API_URL"},
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited: see {self.log.name}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"prefect server did not answer on {self.api_url}")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log.close()
+        self.env.update(PREFECT_HOME=str(root / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+               "--port", str(self.port)]
+        super().__init__(cmd, dict(self.env), root / "server.log", f"{self.api_url}/health")
+        self.env["PREFECT_API_URL"] = self.api_url
 
 
 @pytest.fixture(scope="module")
