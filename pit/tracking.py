@@ -8,8 +8,8 @@ behind, is decided in `pit.runs`; what a run read and made (its data set
 inputs, its stages' logged models) in `pit.lineage`.
 
 MLflow 3 opens an experiment in one of two views, GenAI (traces) or model
-training (runs). Its UI of 3.0 to 3.4 reads the experiment tag
-`mlflow.experimentKind`; from about 3.5 (3.17 included) it reads the page's
+training (runs). Without its workflow switch the UI reads the experiment tag
+`mlflow.experimentKind`; the 3.17 UI has the switch and reads the page's
 `?workflowType=` parameter, else the view the browser last used (GenAI at
 first). pit sets the tag on its experiments and hands out links that carry
 the parameter (`Tracker.experiment_url`).
