@@ -24,12 +24,13 @@ from pit.data.views import demonstrations, eval_questions
 from pit.errors import ConfigError
 from pit.eval.chance import chance_exact_match
 from pit.eval.ordering import judge
+from pit.lineage import log_stage_model, tracked_datasets
 from pit.modeling import check_model
 from pit.plots import close
 from pit.recipe import Recipe, all_recipes, select_recipes
 from pit.report import aggregate, comparison_rows, figures, results_document
 from pit.runs import comparison_hash, held, open_run, recipe_hash, sweep
-from pit.tracking import Tracker, tracker_for
+from pit.tracking import TrackedDataset, Tracker, tracker_for
 from pit.train.runner import stage_offset
 from pit.train.stages import stage_curve
 from tasks import training as t
@@ -138,9 +139,11 @@ def _recipe_params(recipe: Recipe, cfg: PitConfig, seed: int) -> dict[str, Any]:
 @flow(name="run-recipe", flow_run_name="{recipe.slug}-seed-{seed}")
 def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_ref: str, base_ref: str,
                       retention_before: float | None, parent_run_id: str | None,
-                      dataset_fingerprint: str = "") -> dict[str, Any]:
+                      dataset_fingerprint: str = "",
+                      datasets: list[TrackedDataset] | None = None) -> dict[str, Any]:
     """One recipe and seed: a nested MLflow run, its stages, then the final evaluation."""
     tracker = tracker_for(cfg)
+    datasets = datasets or tracked_datasets(cfg, data_ref, load_dataset(cfg, data_ref))
     run_id = open_run(tracker, f"{recipe.slug}-seed{seed}",
                       recipe_hash(cfg, recipe, seed, dataset_fingerprint, base_ref),
                       parent_id=parent_run_id, tags={"recipe": recipe.slug, "seed": str(seed)})
@@ -148,10 +151,13 @@ def run_recipe_stages(cfg: PitConfig, recipe: Recipe, seed: int, data_ref: str, 
         tracker.log_params(run_id, {**_recipe_params(recipe, cfg, seed), "base_model": base_ref,
                                     "dataset": data_ref,
                                     "dataset_fingerprint": dataset_fingerprint})
+        tracker.log_datasets(run_id, datasets)
         try:
             ref, keys = base_ref, []
             for i in range(len(recipe.stages)):
-                ref, _ = t.run_stage(cfg, recipe, i, ref, data_ref, run_id, seed)
+                start = ref
+                ref, metrics = t.run_stage(cfg, recipe, i, start, data_ref, run_id, seed)
+                log_stage_model(tracker, run_id, cfg, recipe, i, seed, start, datasets, metrics)
                 keys.append(ref)
             total = stage_offset(recipe, len(recipe.stages), cfg.train)
             final = t.evaluate(cfg, recipe, ref, data_ref, run_id, retention_before, total,
@@ -208,9 +214,13 @@ def _compare_in(cfg: PitConfig, recipes: list[Recipe], recipes_dirs: list[str] |
                 ) -> tuple[dict[str, dict[str, Any]], float | None, dict[str, Any]]:
     """Base model, every recipe and seed, the table and figures: all into run `parent`."""
     logger = get_run_logger()
+    if url := tracker.experiment_url():
+        logger.info("MLflow: %s", url)
     tracker.log_params(parent, {"preset": cfg.preset, "methods": [r.slug for r in recipes],
                                 "seeds": cfg.seeds, "model": cfg.model.name_or_path,
                                 "dataset": data_ref, "dataset_fingerprint": ds.fingerprint})
+    datasets = tracked_datasets(cfg, data_ref, ds)
+    tracker.log_datasets(parent, datasets)
     base_ref = t.build_base(cfg, data_ref)
     retention_before = t.base_retention(cfg, base_ref, data_ref)
     if retention_before is not None:
@@ -227,7 +237,8 @@ def _compare_in(cfg: PitConfig, recipes: list[Recipe], recipes_dirs: list[str] |
         runs = {r.slug: [next(done) for _ in range(cfg.seeds)] for r in recipes}
     else:
         runs = {r.slug: [run_recipe_stages(cfg, r, s, data_ref, base_ref, retention_before,
-                                           parent, ds.fingerprint) for s in range(cfg.seeds)]
+                                           parent, ds.fingerprint, datasets)
+                         for s in range(cfg.seeds)]
                 for r in recipes}
     methods: dict[str, dict[str, Any]] = {}
     for slug, per_seed in runs.items():

@@ -106,9 +106,12 @@ def _run_compare(preset: str | None, config: Path | None, methods: str | None, s
             close(fig)
             console.print(f"figure: {path}")
         console.print(f"results: {results}")
-    console.print(f"MLflow parent run {doc['mlflow_parent_run_id']}; "
-                  "see it with `mlflow ui --backend-store-uri "
-                  f"{_uri(cfg)}`")
+    from pit.tracking import tracker_for
+
+    url = tracker_for(cfg).experiment_url()
+    where = (f"open {masked_uri(url)}" if url else
+             f"see it with `pit ui` or `mlflow ui --backend-store-uri {_uri(cfg)}`")
+    console.print(f"MLflow parent run {doc['mlflow_parent_run_id']}; {where}")
     return doc
 
 
