@@ -23,9 +23,8 @@ def _pit(args: list[str], env: dict[str, str], cwd: Path | None = None,
 
 
 def _env(server, **extra: str) -> dict[str, str]:
-    env = {**server.env, "PYTHONPATH": str(ROOT), **extra}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
+    env = {k: v for k, v in server.env.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
 def _client(server):
