@@ -204,6 +204,7 @@ def refresh(
     artifact_root: Annotated[str | None, typer.Option(help=_refresh_help("artifact_root"))] = None,
     cache: Annotated[str, typer.Option(help=_refresh_help("cache"))] = "~/.cache/pit/dumps",
     workers: Annotated[int | None, typer.Option(help=_refresh_help("workers"))] = None,
+    experiment: Annotated[str | None, typer.Option(help=_refresh_help("experiment"))] = None,
     results: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
     set_: SetOpt = None,
 ) -> None:
@@ -225,7 +226,7 @@ def refresh(
             max_forgetting=max_forgetting, replay=replay,
             preset=None if config else (preset or "smoke"),
             config_file=str(config) if config else None, overrides=set_ or [],
-            artifact_root=artifact_root, cache=cache, workers=workers)
+            artifact_root=artifact_root, cache=cache, workers=workers, experiment=experiment)
         params.validate_all()
         doc = knowledge_refresh(params)
     except (PitError, ValidationError) as e:

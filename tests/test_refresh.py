@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,14 +29,33 @@ import uuid
 from pathlib import Path
 
 import pytest
+import typer
 from mlflow.tracking import MlflowClient
 from refresh_mirror import NEW, OLD, monthly_pages, write_month
 from typer.testing import CliRunner
 
 from pit.cli import app
+from pit.config import DataConfig
+from pit.data.dataset import KnowledgeDataset
+from pit.data.views import retention_questions
+from pit.errors import DataError
+from pit.recipe import select_recipes
+from pit.refresh import (
+    REFRESH_RECIPES,
+    Gate,
+    RefreshParams,
+    Verdict,
+    changes,
+    earlier_questions,
+    month_dataset,
+    newer_dump,
+)
 from pit.storage import Store
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+def integration(test):
+    """Marks a test that trains and talks to a real MLflow server (and Prefect)."""
+    return pytest.mark.slow(pytest.mark.integration(test))
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.retention_questions=6", "base.epochs=2", "train.test_doc_epochs=1",
@@ -60,7 +80,8 @@ def stored_keys(work: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def months(tmp_path_factory, mlflow_server, prefect_harness):
-    """Four refreshes in a row: month 1, no new dump, month 2, month 3 behind an impossible gate."""
+    """Refreshes in a row: month 1; no new dump; month 2; month 2 again as if its state had
+    not been written (a crash after registering); month 3 behind an impossible gate."""
     tmp = tmp_path_factory.mktemp("refresh")
     mirror, work = tmp / "mirror", tmp / "work"
     name = f"films-{uuid.uuid4().hex[:6]}"
@@ -84,8 +105,13 @@ def months(tmp_path_factory, mlflow_server, prefect_harness):
         before = stored_keys(work)
         run("idle", *OPEN_GATE)
         runs["idle"]["new_keys"] = stored_keys(work) - before
+        state = work / "artifacts" / "refresh" / name / "state"
+        shutil.copytree(state, tmp / "state-after-first")
         write_month(mirror, "20230201", pages[1])
         run("second", *OPEN_GATE)
+        shutil.rmtree(state)
+        shutil.copytree(tmp / "state-after-first", state)
+        run("second-again", *OPEN_GATE)
         write_month(mirror, "20230301", pages[2])
         run("gated", "--min-gain", "1000", "--max-forgetting", "100")
     finally:
@@ -97,6 +123,7 @@ def version(client: MlflowClient, name: str, number: str):
     return client.get_model_version(name, number)
 
 
+@integration
 def test_the_first_month_trains_scores_and_promotes(months):
     name, runs, client, _ = months
     doc = runs["first"]["doc"]
@@ -113,6 +140,7 @@ def test_the_first_month_trains_scores_and_promotes(months):
     assert "model/model.safetensors" in artifacts
 
 
+@integration
 def test_a_run_with_no_new_finished_dump_is_a_quick_no_op(months):
     name, runs, client, _ = months
     idle = runs["idle"]
@@ -124,6 +152,7 @@ def test_a_run_with_no_new_finished_dump_is_a_quick_no_op(months):
                                                               runs["first"]["seconds"])
 
 
+@integration
 def test_a_new_dump_registers_a_new_version_trained_from_the_champion(months):
     name, runs, client, work = months
     doc = runs["second"]["doc"]
@@ -139,6 +168,17 @@ def test_a_new_dump_registers_a_new_version_trained_from_the_champion(months):
     assert card["stats"]["films/test/docs"] == 7
 
 
+@integration
+def test_a_month_run_again_after_registering_finds_its_version_instead_of_a_second(months):
+    name, runs, client, _ = months
+    first, again = runs["second"], runs["second-again"]
+    assert again["doc"] == first["doc"]
+    assert again["seconds"] < first["seconds"], "the month trained or scored again"
+    assert [str(v.version) for v in client.search_model_versions(
+        f"name='{name}' and tags.dump_date = '20230201'")] == ["2"]
+
+
+@integration
 def test_an_impossible_gate_keeps_the_champion_and_tags_the_reason(months):
     name, runs, client, _ = months
     doc = runs["gated"]["doc"]
@@ -151,6 +191,7 @@ def test_an_impossible_gate_keeps_the_champion_and_tags_the_reason(months):
     assert tags["pit.parent_version"] == "2"
 
 
+@integration
 def test_each_month_is_one_run_of_one_experiment_with_its_figures_at_its_month(months):
     name, runs, client, _ = months
     exp = client.get_experiment_by_name(f"refresh-{name}")
@@ -164,6 +205,7 @@ def test_each_month_is_one_run_of_one_experiment_with_its_figures_at_its_month(m
     assert len(client.search_model_versions(f"name='{name}'")) == 3
 
 
+@integration
 def test_the_state_records_every_processed_dump_last(months):
     name, runs, _, work = months
     state = json.loads(Store(str(work / "artifacts")).read_file(f"refresh/{name}/state",
@@ -173,6 +215,7 @@ def test_the_state_records_every_processed_dump_last(months):
         ("20230301", "rejected", "3")]
 
 
+@integration
 def test_the_month_is_published_as_a_prefect_artifact_with_its_links(months, mlflow_server):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -207,6 +250,7 @@ def _documents_stage_checkpoint(work: Path) -> bool:
     return any((work / "artifacts" / "checkpoints").glob("s1-*/step-*/MANIFEST.json"))
 
 
+@integration
 def test_a_refresh_killed_mid_training_resumes_and_registers_one_version(tmp_path,
                                                                           mlflow_server):
     client = MlflowClient(mlflow_server.url)
@@ -249,3 +293,119 @@ def test_a_refresh_killed_mid_training_resumes_and_registers_one_version(tmp_pat
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.run_id == doc["mlflow_run_id"] and run.info.status == "FINISHED"
     assert run.data.tags["pit.attempts"] == "2"
+
+
+# --- the pieces, without services ---------------------------------------------------------
+
+
+def test_the_gate_wants_enough_gain_and_little_forgetting_and_says_why():
+    gate = Gate(min_gain=1.0, max_forgetting=5.0)
+    assert gate.judge(2.0, 5.0) == Verdict(True, "new-knowledge EM gain +2.0 >= +1.0; "
+                                                 "forgetting 5.0 <= 5.0")
+    low = gate.judge(0.5, 0.0)
+    assert not low.passed and low.reason == "new-knowledge EM gain +0.5 is below the minimum +1.0"
+    both = gate.judge(0.0, 7.5)
+    assert both.status == "rejected" and "forgetting 7.5 exceeds the maximum 5.0" in both.reason
+    assert "below the minimum" in both.reason
+    blind = gate.judge(3.0, None)
+    assert not blind.passed and "data.retention_questions" in blind.reason
+
+
+def _snapshot(pages: dict[int, int], old: dict[int, int], date: str) -> KnowledgeDataset:
+    """A snapshot of category pages and old pages (page id -> revision), two questions each."""
+    docs, qa = [], []
+    for split, group in (("test", pages), ("old", old)):
+        for pid, rev in group.items():
+            doc_id = f"enwiki-{pid}"
+            docs.append({"doc_id": doc_id, "entity_id": str(pid), "title": f"Film {pid}",
+                         "text": f"Film {pid}, revision {rev}.", "domain": "films",
+                         "split": split if split == "old" else ("test" if pid % 2 else "train"),
+                         "source": {"page_id": pid, "revision_id": rev, "dump_date": date}})
+            qa += [{"qa_id": f"{doc_id}-q{i}", "doc_id": doc_id, "entity_id": str(pid),
+                    "question": f"Q{i} of film {pid}?", "answers": [f"A{i}"], "split": "x",
+                    "generator": "infobox"} for i in range(2)]
+    return KnowledgeDataset(docs=docs, qa=qa, meta={"dump_date": date})
+
+
+def test_the_month_learns_new_and_changed_pages_and_trains_on_the_earlier_ones():
+    data = DataConfig(retention_questions=2)
+    old = {1: 10, 2: 20}
+    first = _snapshot({100: 1, 101: 1}, old, "20230101")
+    month0 = month_dataset(first, None, data)
+    assert {d["entity_id"] for d in month0.docs_where("test")} == {"100", "101"}
+    # First month: the old world stands in as the train side, the probe questions left out.
+    probe = {q["qa_id"] for q in retention_questions(month0, data)}
+    assert len(probe) == 2 and {q["split"] for q in month0.qa if q["qa_id"] in probe} == {"old"}
+    assert {d["entity_id"] for d in month0.docs_where("train")} == {"1", "2"}
+    assert {q["qa_id"] for q in month0.qa_where("train")} == {
+        q["qa_id"] for q in month0.qa_where("old")} - probe
+    assert earlier_questions(month0, data) == []
+
+    second = _snapshot({100: 1, 101: 2, 102: 1}, old, "20230201")
+    month1 = month_dataset(second, first, data)
+    assert changes(second, first) == {"new": [102], "changed": [101], "removed": []}
+    assert {d["entity_id"] for d in month1.docs_where("test")} == {"101", "102"}
+    assert {d["entity_id"] for d in month1.docs_where("train")} == {"100"}
+    assert {d["entity_id"] for d in month1.docs_where("old")} == {"1", "2"}
+    assert all(q["split"] == "test" for q in month1.qa if q["entity_id"] in ("101", "102"))
+    assert {q["entity_id"] for q in earlier_questions(month1, data)} == {"100"}
+    assert [q["qa_id"] for q in retention_questions(month1, data)] == [
+        q["qa_id"] for q in retention_questions(month0, data)], "the probe set moved"
+
+
+def test_every_refresh_recipe_is_shipped_and_learns_the_month_s_documents():
+    for slug in REFRESH_RECIPES:
+        (recipe,) = select_recipes([slug])
+        assert any(st.reads_test_docs for st in recipe.stages), slug
+
+
+def test_replay_adds_old_documents_to_the_stage_that_learns_new_ones():
+    params = RefreshParams(mirror="m", category="c", registered_model="r", replay=0.5)
+    recipe = params.recipe_for()
+    assert [st.source_names for st in recipe.stages] == [
+        ["train_qa", "train_docs"], ["test_docs", "train_qa", "replay"]]
+    assert params.config().train.replay_share == 0.5
+    plain = RefreshParams(mirror="m", category="c", registered_model="r").recipe_for()
+    assert plain == select_recipes(["pit"])[0]
+
+
+def test_bad_options_are_reported_together_and_exit_2(tmp_path):
+    params = RefreshParams(mirror=" ", category="(", old_category="[",
+                           registered_model="films refresh")
+    assert len(params.problems()) == 4
+    out = CliRunner().invoke(app, ["refresh", "--mirror", str(tmp_path), "--category", "(",
+                                   "--registered-model", "a b"])
+    assert out.exit_code == 2
+    assert "category regex '('" in out.output and "registered_model 'a b'" in out.output
+
+
+def test_the_newest_finished_dump_after_the_last_processed_is_found(tmp_path):
+    pages = monthly_pages()
+    with pytest.raises(DataError, match="no enwiki/YYYYMMDD dump folders"):
+        (tmp_path / "mirror" / "enwiki").mkdir(parents=True)
+        newer_dump(str(tmp_path / "mirror"), "enwiki", None)
+    write_month(tmp_path / "mirror", "20230101", pages[0])
+    write_month(tmp_path / "mirror", "20230201", pages[1])
+    write_month(tmp_path / "mirror", "20230301", pages[2], status="in-progress")
+    assert newer_dump(str(tmp_path / "mirror"), "enwiki", None).date == "20230201"
+    assert newer_dump(str(tmp_path / "mirror"), "enwiki", "20230101").date == "20230201"
+    assert newer_dump(str(tmp_path / "mirror"), "enwiki", "20230201") is None
+
+
+def test_the_cli_and_the_flow_offer_the_same_described_options():
+    from flows.refresh import knowledge_refresh
+
+    command = typer.main.get_command(app).commands["refresh"]
+    renamed = {"config": "config_file", "set_": "overrides"}
+    options = {renamed.get(p.name, p.name): p for p in command.params if p.name != "results"}
+    assert set(options) == set(RefreshParams.model_fields)
+    for name, field in RefreshParams.model_fields.items():
+        assert field.description, name
+        if name != "overrides":
+            assert field.description in options[name].help, name
+        if not field.is_required() and name not in ("preset", "overrides"):
+            assert options[name].default == field.default, name
+    schema = knowledge_refresh.parameters.model_dump()["definitions"]["RefreshParams"]
+    assert all(p.get("description") for p in schema["properties"].values())
+    # Closed choices are enums, which the Prefect UI shows as drop-downs.
+    assert set(schema["properties"]["recipe"]["enum"]) == set(REFRESH_RECIPES)
