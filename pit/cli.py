@@ -194,7 +194,7 @@ def refresh(
     registered_model: Annotated[str, typer.Option(help=_refresh_help("registered_model"))],
     wiki: Annotated[str, typer.Option(help=_refresh_help("wiki"))] = "enwiki",
     old_category: Annotated[str | None, typer.Option(help=_refresh_help("old_category"))] = None,
-    model: Annotated[str, typer.Option(help=_refresh_help("model"))] = "embedded",
+    model: Annotated[str | None, typer.Option(help=_refresh_help("model"))] = None,
     recipe: Annotated[str, typer.Option(help=_refresh_help("recipe"))] = "pit",
     min_gain: Annotated[float, typer.Option(help=_refresh_help("min_gain"))] = 0.0,
     max_forgetting: Annotated[float, typer.Option(help=_refresh_help("max_forgetting"))] = 5.0,

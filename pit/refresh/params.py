@@ -48,10 +48,11 @@ class RefreshParams(BaseModel):
         None, description=r"Regex over category names of earlier pages, e.g. "
         r"'^19[0-7]\d films$': the world the model already knows, asked again every month "
         "(the fixed probe set) to measure forgetting.")
-    model: str = Field(
-        "embedded", description="Model of the first month, when no version is `champion` yet: "
+    model: str | None = Field(
+        None, description="Model of the first month, when no version is `champion` yet: "
         "'embedded' (the small model pre-trained on the first dump's old split), a Hugging Face "
-        "id, a folder, a .gguf file or an s3:// URI.")
+        "id, a folder, a .gguf file or an s3:// URI; default: the config's (embedded in the "
+        "presets).")
     registered_model: str = Field(
         ..., description="MLflow registered model whose versions the refresh adds; its "
         "`champion` alias names the model that is continued each month.")
@@ -118,8 +119,9 @@ class RefreshParams(BaseModel):
         extra = list(self.overrides)
         if self.artifact_root:
             extra.append(_quoted("storage.root", self.artifact_root))
-        extra += [_quoted("model.name_or_path", self.model),
-                  _quoted("tracking.experiment", self.experiment_name),
+        if self.model:
+            extra.append(_quoted("model.name_or_path", self.model))
+        extra += [_quoted("tracking.experiment", self.experiment_name),
                   f"train.replay_share={self.replay}"]
         cfg = load_config(None if self.config_file else self.preset, self.config_file, extra)
         return cfg.model_copy(update={"methods": [self.recipe], "seeds": 1})
