@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from refresh_mirror import NEW, OLD, monthly_pages, write_month
 from typer.testing import CliRunner
@@ -50,6 +51,7 @@ from pit.refresh import (
     month_dataset,
     newer_dump,
 )
+from pit.refresh.registry import CHAMPION, Registry
 from pit.storage import Store
 
 
@@ -409,3 +411,39 @@ def test_the_cli_and_the_flow_offer_the_same_described_options():
     assert all(p.get("description") for p in schema["properties"].values())
     # Closed choices are enums, which the Prefect UI shows as drop-downs.
     assert set(schema["properties"]["recipe"]["enum"]) == set(REFRESH_RECIPES)
+
+
+@pytest.mark.integration
+def test_champion_moves_only_from_the_version_a_month_started_from(mlflow_server):
+    registry = Registry(mlflow_server.url, f"aliases-{uuid.uuid4().hex[:6]}")
+    exp = registry.client.create_experiment(f"aliases-{uuid.uuid4().hex[:6]}")
+    passed = Verdict(True, "enough gain, little forgetting")
+
+    def register(dump_date: str, parent: str) -> ModelVersion:
+        run_id = registry.client.create_run(exp).info.run_id
+        tags = {"dump_date": dump_date, "dataset_fingerprint": f"fp-{dump_date}",
+                "gate_verdict": "promoted", "gate_reason": passed.reason,
+                "pit.parent_version": parent}
+        return registry.register(f"runs:/{run_id}/model", run_id, tags, dump_date)
+
+    def aliases() -> dict[str, str]:
+        got = registry.client.get_registered_model(registry.name).aliases
+        return {k: str(v) for k, v in got.items()}
+
+    assert registry.alias(CHAMPION) is None  # no registered model yet
+    first = register("20230101", "")
+    assert registry.promote(first, passed).status == "promoted"
+    late, early = register("20230201", "1"), register("20230202", "1")
+    assert registry.promote(early, passed).status == "promoted"
+    assert aliases() == {"champion": "3", "previous-champion": "1", "challenger": "3"}
+    # Trained from version 1, compared with it: not promoted over version 3.
+    moved = registry.promote(late, passed)
+    assert moved.status == "rejected" and "champion moved from 1 to 3" in moved.reason
+    assert aliases() == {"champion": "3", "previous-champion": "1", "challenger": "2"}
+    assert registry.client.get_model_version(registry.name, "2").tags["gate_verdict"] == \
+        "rejected"
+    # An attempt that gets this far again changes nothing.
+    assert registry.promote(early, passed).status == "promoted"
+    assert aliases()["champion"] == "3" and aliases()["previous-champion"] == "1"
+    assert registry.find("20230202", "fp-20230202").version == early.version
+    assert registry.find("20230202", "fp-other") is None
