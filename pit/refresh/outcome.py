@@ -46,8 +46,8 @@ class Outcome:
                     + (f": {self.gate_reason}" if self.gate_reason else "") + ".\n")
         rows = [("new-knowledge EM (month's held-out questions)", "new_em"),
                 ("retention EM (earlier months' and probe questions)", "retention_em"),
-                ("  of which earlier months'", "retention_earlier_em"),
-                ("  of which the fixed probe set", "retention_probe_em")]
+                ("retention EM, earlier months' questions only", "retention_earlier_em"),
+                ("retention EM, fixed probe set only", "retention_probe_em")]
         table = ["| figure | champion | challenger |", "|---|---|---|"]
         table += [f"| {label} | {_fmt(self.champion.get(k))} | {_fmt(self.challenger.get(k))} |"
                   for label, k in rows]
