@@ -61,7 +61,15 @@ def test_deploy_creates_pools_limits_and_module_entrypoint_deployments(prefect_s
         zombies = client.read_automations_by_name("pit: crash unresponsive flow runs")
         assert len(zombies) == 1 and zombies[0].actions[0].state.value == "CRASHED"
         deployments = {f"{d.name}": d for d in client.read_deployments()}
-    assert {"compare-methods", "run-recipe", "build-dataset"} <= set(deployments)
+    assert {"compare-methods", "run-recipe", "build-dataset", "knowledge-refresh"} <= set(
+        deployments)
+    refresh = deployments["knowledge-refresh"]
+    assert [s.schedule.timezone for s in refresh.schedules] == ["UTC"]
+    assert refresh.schedules[0].schedule.cron.split()[2:] == ["4,8,12,16", "*", "*"]
+    assert refresh.global_concurrency_limit.limit == 1
+    assert refresh.concurrency_options.collision_strategy == "CANCEL_NEW"
+    refresh_form = refresh.parameter_openapi_schema["definitions"]["RefreshParams"]
+    assert "pit++" in json.dumps(refresh_form["properties"]["recipe"])
     compare = deployments["compare-methods"]
     assert compare.entrypoint == "flows.compare.compare_methods"
     assert not compare.pull_steps  # nothing of the deploying machine's folder
