@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pit.errors import ConfigError, PitError
+from pit.errors import ConfigError, ModelNotFoundError, PitError
 from pit.wiki.qa_llm import (
     LLMEndpointError,
     LLMQAConfig,
@@ -456,3 +456,20 @@ def test_local_transformers_model_runs_greedily_and_caches(tmp_path: Path) -> No
     again, stats2 = fresh.generate(docs)
     assert again == records and stats2["cached"] == 3 and stats2["requested"] == 0
     assert fresh._local is None
+
+
+def test_local_model_folder_with_only_pickled_weights_is_refused_with_the_fix(
+        tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    path = _tiny_local_model(tmp_path)
+    torch.save(load_file(path / "model.safetensors"), path / "pytorch_model.bin")
+    (path / "model.safetensors").unlink()
+    gen = LLMQAGenerator(LLMQAConfig(backend="transformers", model_name_or_path=str(path),
+                                     device="cpu", cache_dir=tmp_path / "cache"))
+    with pytest.raises(ModelNotFoundError) as e:
+        gen.generate([OPPENHEIMER])
+    message = str(e.value)
+    assert str(path) in message and "convert it to safetensors" in message
+    assert gen._local is None

@@ -314,9 +314,10 @@ class LLMQAGenerator:
             device = self.config.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
+            _check_safetensors(name)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(name)
-                model = AutoModelForCausalLM.from_pretrained(name)
+                model = AutoModelForCausalLM.from_pretrained(name, use_safetensors=True)
             except OSError as exc:
                 raise ModelNotFoundError(
                     f"cannot load the QA model {name!r}: {exc}. "
@@ -379,3 +380,22 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def _check_safetensors(name: str) -> None:
+    """Refuse a local QA model folder without safetensors weights, before transformers reads it.
+
+    A pickled `pytorch_model.bin` runs code when it is loaded, and a QA model
+    folder is as likely as any to come from elsewhere; `use_safetensors=True`
+    refuses pickles for Hub ids too, this says what to do about a folder.
+    """
+    from pathlib import Path
+
+    from pit.modeling.reference import ModelRef, check_folder
+
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        try:
+            check_folder(ModelRef("folder", str(folder)))
+        except ModelNotFoundError as e:
+            raise ModelNotFoundError(f"QA model (model_name_or_path): {e}") from None
