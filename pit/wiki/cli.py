@@ -65,6 +65,9 @@ def wiki(
     llm_model: Annotated[str | None, typer.Option(help=_help("llm_model"))] = None,
     llm_local_model: Annotated[str | None, typer.Option(help=_help("llm_local_model"))] = None,
     llm_cache: Annotated[str, typer.Option(help=_help("llm_cache"))] = _default("llm_cache"),
+    llm_max_refused_share: Annotated[
+        float, typer.Option(help=_help("llm_max_refused_share"))
+    ] = _default("llm_max_refused_share"),
     workers: Annotated[int | None, typer.Option(help=_help("workers"))] = None,
     chunk_mb: Annotated[float, typer.Option(help=_help("chunk_mb"))] = _default("chunk_mb"),
     on_error: Annotated[str, typer.Option(help=_help("on_error"))] = _default("on_error"),
@@ -97,6 +100,7 @@ def wiki(
             llm_model=llm_model,
             llm_local_model=llm_local_model,
             llm_cache=llm_cache,
+            llm_max_refused_share=llm_max_refused_share,
             workers=workers,
             chunk_mb=chunk_mb,
             on_error=on_error,
