@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 from pit.data.dataset import KnowledgeDataset
 from pit.errors import ConfigError, DataError
 from pit.storage.destination import destination_problem, store_and_key
+from pit.wiki.pagestream import DEFAULT_MAX_PAGE_MB
 from pit.wiki.qa_infobox import infobox_qa
 from pit.wiki.reader import ScanResult, default_workers, scan_dump
 from pit.wiki.select import DEFAULT_DOMAINS, PageSelector, page_ids_by_category
@@ -74,6 +75,13 @@ class WikiBuildConfig(BaseModel):
     )
     workers: int | None = Field(None, description="worker processes; None means all cores")
     chunk_mb: float = Field(8.0, description="compressed MB of whole streams per worker task")
+    max_page_mb: float = Field(
+        DEFAULT_MAX_PAGE_MB,
+        description=(
+            "most MiB of XML one page may hold; a page still not closed beyond it (a damaged "
+            "dump, a bz2 bomb) stops the scan with an error instead of filling memory"
+        ),
+    )
     on_error: Literal["raise", "skip"] = Field(
         "raise", description="damaged streams/pages: fail the build, or skip and count them"
     )
@@ -94,6 +102,10 @@ class WikiBuildConfig(BaseModel):
     infobox_qa: bool = Field(True, description="write QA pairs from the infobox")
     previous: str | None = Field(None, description="previous snapshot folder, for delta.json")
     dump_date: str | None = Field(None, description="YYYYMMDD; read from the file name if unset")
+
+    @property
+    def max_page_bytes(self) -> int:
+        return int(self.max_page_mb * (1 << 20))
 
     def problems(self) -> list[str]:
         """Every problem with this config at once, so a user fixes them in one pass."""
@@ -131,6 +143,8 @@ class WikiBuildConfig(BaseModel):
             out.append(f"workers {self.workers} must be at least 1")
         if self.chunk_mb <= 0:
             out.append(f"chunk_mb {self.chunk_mb} must be positive")
+        if self.max_page_mb <= 0:
+            out.append(f"max_page_mb {self.max_page_mb} must be positive")
         unsafe = destination_problem(
             self.out, overwrite=self.overwrite, flag="--overwrite (overwrite=true in the flow)"
         )
@@ -365,6 +379,7 @@ def build_wiki_dataset(
             config.selector(),
             workers=config.workers or default_workers(),
             chunk_bytes=int(config.chunk_mb * (1 << 20)),
+            max_page_bytes=config.max_page_bytes,
             on_error=config.on_error,
         )
     t_scan = time.perf_counter()
