@@ -44,7 +44,8 @@ def _scan_on_dask(params: BuildDatasetParams, config: WikiBuildConfig) -> ScanRe
         selector = make_selector(config)
         chunks = plan_wiki_chunks(config.dump, config.index, config.chunk_mb, selector)
         futures = scan_wiki_chunk.map(
-            chunks, selector=unmapped(selector), on_error=unmapped(config.on_error)
+            chunks, selector=unmapped(selector), on_error=unmapped(config.on_error),
+            max_page_bytes=unmapped(config.max_page_bytes),
         )
         records, total = [], ScanStats()
         for fut in futures:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pit.artifacts import store_for
+from pit.artifacts import computing, store_for
 from pit.config import PitConfig, TrainConfig, WorldConfig
 from pit.data.dataset import KnowledgeDataset
 from pit.data.source import load_dataset
@@ -27,6 +27,7 @@ from pit.data.world import reading_passages
 from pit.device import accelerator, prepare
 from pit.keys import base_key, pretrained_key
 from pit.modeling import (
+    ModelRef,
     build_embedded_model,
     load_model,
     model_identity,
@@ -36,6 +37,7 @@ from pit.modeling import (
 )
 from pit.progress import bar
 from pit.recipe import Source, Stage
+from pit.storage import Store
 from pit.train.batches import epoch_batches
 from pit.train.examples import Example, ExampleBuilder
 from pit.train.loop import train_stage
@@ -108,8 +110,13 @@ def import_model(cfg: PitConfig) -> str:
     ref = parse_model_ref(cfg.model.name_or_path, cfg.model.gguf_file)
     identity = model_identity(ref)
     key = pretrained_key(cfg.model, identity)
-    if store.cached(key) is not None:
-        return key
+    with computing(cfg, key, f"importing {cfg.model.name_or_path}"):
+        if store.cached(key) is None:
+            _import(cfg, store, key, ref, identity)
+    return key
+
+
+def _import(cfg: PitConfig, store: Store, key: str, ref: ModelRef, identity: dict) -> None:
     model, tokenizer = load_model(cfg.model.name_or_path, cfg.model,
                                   cache_dir=Path(cfg.workdir) / "cache" / "models")
     source = {"name_or_path": cfg.model.name_or_path, "kind": ref.kind,
@@ -117,7 +124,6 @@ def import_model(cfg: PitConfig) -> str:
     with store.staging(key, {"kind": "base-model", "source": source,
                              "dtype": cfg.model.dtype}) as folder:
         save_model(model, tokenizer, folder)
-    return key
 
 
 def build_base(cfg: PitConfig, data_ref: str) -> str:
@@ -127,8 +133,15 @@ def build_base(cfg: PitConfig, data_ref: str) -> str:
     store = store_for(cfg)
     ds = load_dataset(cfg, data_ref)
     key = base_key(cfg, ds.fingerprint)
-    if store.cached(key) is not None:
-        return key
+    with computing(cfg, key, "pre-training the base model"):
+        if store.cached(key) is None:
+            _pretrain(cfg, store, key, ds, data_ref)
+    return key
+
+
+def _pretrain(cfg: PitConfig, store: Store, key: str, ds: KnowledgeDataset,
+              data_ref: str) -> None:
+    """Pre-train the embedded model on the old world and publish it at `key`."""
     tokenizer = train_tokenizer(_tokenizer_texts(ds), cfg.model.vocab_size)
     model = build_embedded_model(cfg.model, tokenizer, seed=cfg.base.seed)
     builder = ExampleBuilder(tokenizer, cfg.model.max_seq_len)
@@ -148,4 +161,3 @@ def build_base(cfg: PitConfig, data_ref: str) -> str:
     with store.staging(key, {"kind": "base-model", "dataset": data_ref,
                              "dataset_fingerprint": ds.fingerprint}) as folder:
         save_model(acc.unwrap_model(model), tokenizer, folder)
-    return key

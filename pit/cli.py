@@ -192,6 +192,68 @@ def demo(
         _fail(e)
 
 
+def _refresh_help(name: str) -> str:
+    from pit.refresh.params import RefreshParams
+
+    return RefreshParams.model_fields[name].description or ""
+
+
+@app.command()
+def refresh(
+    mirror: Annotated[str, typer.Option(help=_refresh_help("mirror"))],
+    category: Annotated[str, typer.Option(help=_refresh_help("category"))],
+    registered_model: Annotated[str, typer.Option(help=_refresh_help("registered_model"))],
+    wiki: Annotated[str, typer.Option(help=_refresh_help("wiki"))] = "enwiki",
+    old_category: Annotated[str | None, typer.Option(help=_refresh_help("old_category"))] = None,
+    model: Annotated[str | None, typer.Option(help=_refresh_help("model"))] = None,
+    recipe: Annotated[str, typer.Option(help=_refresh_help("recipe"))] = "pit",
+    min_gain: Annotated[float, typer.Option(help=_refresh_help("min_gain"))] = 0.0,
+    max_forgetting: Annotated[float, typer.Option(help=_refresh_help("max_forgetting"))] = 5.0,
+    replay: Annotated[float, typer.Option(help=_refresh_help("replay"))] = 0.0,
+    preset: Annotated[str | None, typer.Option(help=_refresh_help("preset"))] = None,
+    config: Annotated[Path | None, typer.Option(help=_refresh_help("config_file"))] = None,
+    artifact_root: Annotated[str | None, typer.Option(help=_refresh_help("artifact_root"))] = None,
+    cache: Annotated[str, typer.Option(help=_refresh_help("cache"))] = "~/.cache/pit/dumps",
+    workers: Annotated[int | None, typer.Option(help=_refresh_help("workers"))] = None,
+    experiment: Annotated[str | None, typer.Option(help=_refresh_help("experiment"))] = None,
+    results: Annotated[Path | None, typer.Option(help="Write the results JSON here.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """One knowledge refresh: learn the newest dump of a mirror, promote only past the gate.
+
+    Exits 0 when the version was promoted, rejected at the gate, or no new dump was found.
+    """
+    from pydantic import ValidationError
+
+    quiet_services()
+    try:
+        from flows.refresh import RefreshParams, knowledge_refresh
+        from pit.train.signals import exit_on_sigterm
+
+        exit_on_sigterm()
+        params = RefreshParams(
+            mirror=mirror, wiki=wiki, category=category, old_category=old_category,
+            model=model, registered_model=registered_model, recipe=recipe, min_gain=min_gain,
+            max_forgetting=max_forgetting, replay=replay,
+            preset=None if config else (preset or "smoke"),
+            config_file=str(config) if config else None, overrides=set_ or [],
+            artifact_root=artifact_root, cache=cache, workers=workers, experiment=experiment)
+        params.validate_all()
+        doc = knowledge_refresh(params)
+    except (PitError, ValidationError) as e:
+        _fail(e)
+    if results:
+        from pit.report import write_results
+
+        write_results(results, doc)
+        console.print(f"results: {results}")
+    metrics = ", ".join(f"{k} {v:.1f}" for k, v in doc["metrics"].items() if v is not None)
+    version = f" v{doc['model_version']}" if doc["model_version"] else ""
+    console.print(f"[bold]{doc['status']}[/] {registered_model}{version} (dump "
+                  f"{doc['dump_date'] or 'none'}){': ' + metrics if metrics else ''}"
+                  f"{'; ' + doc['gate_reason'] if doc['gate_reason'] else ''}")
+
+
 @app.command()
 def recipes(
     recipes_dir: Annotated[list[Path] | None, typer.Option(help="Extra recipe folders.")] = None,

@@ -34,6 +34,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, Field
 
 from pit.config import PitConfig
+from pit.storage.leftovers import file_lock
 
 if TYPE_CHECKING:
     from mlflow.entities import LoggedModel
@@ -125,10 +126,35 @@ def tracking_uri(configured: str | None, workdir: str) -> str:
     return f"sqlite:///{path}"
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI (None for a server or in-memory one)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    path = uri[len(prefix):].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def _client(uri: str) -> MlflowClient:
+    """A client of `uri`; a SQLite file is created and migrated by one process at a time.
+
+    MLflow creates a missing SQLite database and runs its alembic migrations
+    when a client first opens it. Two comparisons started together on one
+    work folder would both migrate the same new file, and the second fails
+    (`duplicate column name`). Opening it under a lock beside the file makes
+    the second wait and find it migrated; later opens only read its schema.
+    """
+    db = _sqlite_file(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    with file_lock(db.with_name(f".{db.name}.lock")):
+        return MlflowClient(tracking_uri=uri)
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_location: str | None = None) -> None:
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = _client(uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             try:

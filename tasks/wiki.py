@@ -22,6 +22,7 @@ from pit.wiki import (
     scan_chunk,
 )
 from pit.wiki.params import BuildDatasetParams, run_build
+from pit.wiki.reader import MAX_PAGE_BYTES
 from tasks.retries import retry_if_transient
 
 
@@ -57,10 +58,11 @@ def plan_wiki_chunks(
     tags=["wiki", "scan"],
 )
 def scan_wiki_chunk(
-    chunk: Chunk, selector: PageSelector, on_error: str = "raise"
+    chunk: Chunk, selector: PageSelector, on_error: str = "raise",
+    max_page_bytes: int = MAX_PAGE_BYTES,
 ) -> tuple[list[dict[str, Any]], ScanStats]:
     """Selected records of one chunk (runs wherever the task runner puts it, e.g. Dask)."""
-    return scan_chunk(chunk, selector, on_error)
+    return scan_chunk(chunk, selector, on_error, max_page_bytes)
 
 
 @task(retries=1, retry_condition_fn=retry_if_transient, tags=["wiki"])

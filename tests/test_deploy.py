@@ -23,9 +23,8 @@ def _pit(args: list[str], env: dict[str, str], cwd: Path | None = None,
 
 
 def _env(server, **extra: str) -> dict[str, str]:
-    env = {**server.env, "PYTHONPATH": str(ROOT), **extra}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
+    env = {k: v for k, v in server.env.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
 
 
 def _client(server):
@@ -62,7 +61,15 @@ def test_deploy_creates_pools_limits_and_module_entrypoint_deployments(prefect_s
         zombies = client.read_automations_by_name("pit: crash unresponsive flow runs")
         assert len(zombies) == 1 and zombies[0].actions[0].state.value == "CRASHED"
         deployments = {f"{d.name}": d for d in client.read_deployments()}
-    assert {"compare-methods", "run-recipe", "build-dataset"} <= set(deployments)
+    assert {"compare-methods", "run-recipe", "build-dataset", "knowledge-refresh"} <= set(
+        deployments)
+    refresh = deployments["knowledge-refresh"]
+    assert [s.schedule.timezone for s in refresh.schedules] == ["UTC"]
+    assert refresh.schedules[0].schedule.cron.split()[2:] == ["4,8,12,16", "*", "*"]
+    assert refresh.global_concurrency_limit.limit == 1
+    assert refresh.concurrency_options.collision_strategy == "CANCEL_NEW"
+    refresh_form = refresh.parameter_openapi_schema["definitions"]["RefreshParams"]
+    assert "pit++" in json.dumps(refresh_form["properties"]["recipe"])
     compare = deployments["compare-methods"]
     assert compare.entrypoint == "flows.compare.compare_methods"
     assert not compare.pull_steps  # nothing of the deploying machine's folder
@@ -133,3 +140,45 @@ def test_parallel_comparison_runs_each_recipe_on_a_worker_and_reruns_read_result
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
+
+
+def _wait_final(client, run_id, timeout: float = 900):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        run = client.read_flow_run(run_id)
+        if run.state is not None and run.state.is_final():
+            return run
+        time.sleep(2)
+    raise AssertionError(f"flow run {run_id} not final after {timeout}s: {run.state}")
+
+
+@pytest.mark.slow
+def test_a_run_started_as_the_ui_does_runs_on_a_worker_into_mlflow(
+        prefect_server, deployed, mlflow_server, tmp_path, tiny_overrides):
+    from mlflow import MlflowClient
+
+    with _client(prefect_server) as client:
+        dep = client.read_deployment_by_name("compare-methods/compare-methods")
+        with pytest.raises(Exception, match="(?i)preset|validation|enum"):
+            client.create_flow_run_from_deployment(dep.id, parameters={
+                "params": {"preset": "no-such-preset"}})
+        form = {"params": {"preset": "smoke", "methods": ["cpt"],
+                           "overrides": [*tiny_overrides, f"workdir={tmp_path / 'work'}",
+                                         "tracking.experiment=from-the-ui"]}}
+        run = client.create_flow_run_from_deployment(dep.id, parameters=form)
+    env = _env(prefect_server, PIT_PROGRESS="0", MLFLOW_TRACKING_URI=mlflow_server.url)
+    worker = subprocess.run(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "pit-process",
+         "--run-once"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    with _client(prefect_server) as client:
+        final = _wait_final(client, run.id)
+    assert final.state.is_completed(), worker.stdout[-3000:] + worker.stderr[-3000:]
+    ml = MlflowClient(mlflow_server.url)
+    exp = ml.get_experiment_by_name("from-the-ui")
+    runs = ml.search_runs([exp.experiment_id])
+    nested = [r for r in runs if r.data.tags.get("recipe") == "cpt"]
+    assert len(nested) == 1 and nested[0].info.status == "FINISHED"
+    assert nested[0].inputs.dataset_inputs  # the runs table's Dataset column
+    assert ml.search_logged_models(experiment_ids=[exp.experiment_id])  # the Models tab

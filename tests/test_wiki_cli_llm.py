@@ -53,3 +53,44 @@ def test_llm_base_url_without_a_model_is_refused_with_the_fix(tmp_path):
     assert result.exit_code != 0
     assert "--llm-model" in result.output
     assert not (tmp_path / "w").exists()
+
+
+def _build(server, tmp_path, out):  # noqa: F811
+    return CliRunner().invoke(app, [
+        "data", "wiki", "--dump", str(DUMP), "--index", str(INDEX),
+        "--category", r"^\d{4} films$", "--out", str(out), "--workers", "1",
+        "--llm-base-url", server.url, "--llm-model", "test-model",
+        "--llm-cache", str(tmp_path / "cache"),
+    ])
+
+
+def test_a_document_the_endpoint_refuses_is_left_without_llm_questions_and_counted_in_the_card(
+        server, tmp_path):  # noqa: F811
+    server.reply_for = lambda prompt: "Q: What is {}? A: film".format(
+        re.search(r'article about "([^"]+)"', prompt).group(1))
+    server.refuse = {"Taxi Driver"}
+    out = tmp_path / "wiki"
+    result = _build(server, tmp_path, out)
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "card.json").read_text())
+    assert card["counts"]["llm_refused_docs"] == 1
+    (refused,) = card["llm_qa"]["refused_docs"]
+    assert refused["page_id"] == 30000 and refused["title"] == "Taxi Driver"
+    assert "HTTP 400" in refused["reason"] and "content filter" in refused["reason"]
+    docs = [json.loads(line) for line in (out / "docs.jsonl").read_text().splitlines()]
+    qa = [json.loads(line) for line in (out / "qa.jsonl").read_text().splitlines()]
+    assert 30000 in {d["page_id"] for d in docs}
+    with_llm = {q["page_id"] for q in qa if q["generator"] == "llm:test-model"}
+    assert with_llm == {d["page_id"] for d in docs} - {30000}
+    assert any(q["page_id"] == 30000 for q in qa)  # its infobox questions stay
+
+
+def test_an_endpoint_that_refuses_every_document_fails_the_build_and_publishes_nothing(
+        server, tmp_path):  # noqa: F811
+    server.refuse = {"*"}
+    out = tmp_path / "wiki"
+    result = _build(server, tmp_path, out)
+    assert result.exit_code == 2
+    assert "more than max_refused_share=0.1 allows" in result.output
+    assert "--llm-max-refused-share" in result.output
+    assert not out.exists()

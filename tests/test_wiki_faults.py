@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import bz2
 import json
+import re
+import time
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -166,3 +169,61 @@ def test_skip_mode_publishes_with_the_counts_in_the_card(tmp_path):
     assert f"byte offset {offset}" in card["errors"][0]
     on_disk = json.loads((tmp_path / "out" / "card.json").read_text())
     assert on_disk["counts"] == card["counts"]
+
+
+def _endless_page_dump(tmp: Path, text_mib: int) -> tuple[Path, Path, int]:
+    """The fixture, then a page whose text runs `text_mib` MiB and never closes; with an index.
+
+    Written streamed: the text is one compressed MiB of "a" repeated, bz2 streams
+    concatenated as multistream dumps are, so a few kB on disk expand to the full text
+    (a bz2 bomb, in effect). Returns the dump, its index and the endless page's offset.
+    """
+    dump = tmp / "enwikiendless-20220801-pages-articles-multistream.xml.bz2"
+    mib_of_a = bz2.compress(b"a" * (1 << 20))
+    with open(dump, "wb") as f:
+        f.write(DUMP.read_bytes())
+        offset = f.tell()
+        f.write(bz2.compress(b"<page><title>Endless</title><ns>0</ns><id>99</id><revision>"
+                             b"<id>1</id><text>"))
+        for _ in range(text_mib):
+            f.write(mib_of_a)
+    index = tmp / "enwikiendless-20220801-pages-articles-multistream-index.txt.bz2"
+    index.write_bytes(bz2.compress(bz2.decompress(INDEX.read_bytes()).rstrip(b"\n")
+                                   + f"\n{offset}:99:Endless\n".encode()))
+    return dump, index, offset
+
+
+@pytest.mark.parametrize("indexed", [False, True], ids=["streaming", "indexed"])
+def test_a_page_that_never_closes_stops_the_scan_at_the_page_limit_not_at_the_end(
+        tmp_path, indexed):
+    dump, index, offset = _endless_page_dump(tmp_path, text_mib=256)
+    started = time.perf_counter()
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as err:
+            scan_dump(str(dump), str(index) if indexed else None, SELECT,
+                      max_page_bytes=2 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 10
+    assert peak < 24 << 20, f"{peak / (1 << 20):.0f} MiB held for a 2 MiB page limit"
+    message = str(err.value)
+    assert str(dump) in message and "is not closed after 2 MiB" in message
+    assert "max_page_mb (--max-page-mb, now 2)" in message
+    where = re.search(r"byte offset (\d+)", message)
+    if indexed:
+        assert int(where.group(1)) == offset  # the stream that holds the page
+    else:
+        assert offset < int(where.group(1)) <= dump.stat().st_size  # read up to there
+
+
+def test_the_page_limit_is_a_build_setting_and_a_damaged_build_publishes_nothing(tmp_path):
+    dump, index, _ = _endless_page_dump(tmp_path, text_mib=8)
+    cfg = WikiBuildConfig(dump=str(dump), index=str(index), category=r"^\d{4} films$",
+                          out=str(tmp_path / "out"), workers=1, max_page_mb=1)
+    with pytest.raises(DataError, match=r"not closed after 1 MiB.*--max-page-mb, now 1\)"):
+        build_wiki_dataset(cfg)
+    assert not (tmp_path / "out").exists()
+    card = build_wiki_dataset(cfg.model_copy(update={"max_page_mb": 16, "on_error": "skip"}))
+    assert card["counts"]["bad_streams"] == 1 and card["counts"]["docs"] == FILMS

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from pit.errors import ConfigError, PitError
+from pit.errors import ConfigError, ModelNotFoundError, PitError
 from pit.wiki.qa_llm import (
     LLMEndpointError,
     LLMQAConfig,
@@ -99,6 +100,8 @@ class FakeOpenAI:
         self.max_in_flight = 0
         self.bodies: list[dict[str, Any]] = []
         self.url = ""
+        # Subjects ("*": all) answered with HTTP 400, as a content filter does.
+        self.refuse: set[str] = set()
 
     def reply_for(self, prompt: str) -> str:
         for subject, reply in REPLIES.items():
@@ -135,14 +138,18 @@ def _make_handler(state: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
             try:
                 time.sleep(state.delay_s)
+                prompt = body["messages"][-1]["content"]
                 if self.path != "/v1/chat/completions":
                     self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
+                elif "*" in state.refuse or any(f'article about "{s}"' in prompt
+                                                for s in state.refuse):
+                    self._send(400, {"error": {"message": "content filter triggered",
+                                               "code": "content_filter"}}, {})
                 elif status == 429:
                     self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
                 elif status != 200:
                     self._send(status, {"error": {"message": "temporarily unavailable"}}, {})
                 else:
-                    prompt = body["messages"][-1]["content"]
                     message = {"role": "assistant", "content": state.reply_for(prompt)}
                     choice = {"index": 0, "message": message, "finish_reason": "stop"}
                     self._send(200, {"object": "chat.completion", "choices": [choice]}, {})
@@ -339,6 +346,59 @@ def test_dead_endpoint_fails_after_retries_naming_it(tmp_path: Path) -> None:
     assert url in message and "3 attempts" in message and "ConnectError" in message
 
 
+def _films(n: int) -> list[dict[str, Any]]:
+    """`n` distinct documents, each about a film of its own name."""
+    return [{"page_id": 1000 + i, "title": f"Film{i} (film)",
+             "text": f"Film{i} is a 2023 film directed by Ann Lee{i}."} for i in range(n)]
+
+
+def test_a_document_the_endpoint_refuses_is_skipped_with_a_warning_and_counted(
+    server: FakeOpenAI, tmp_path: Path, caplog: Any
+) -> None:
+    server.reply_for = lambda prompt: "Q: Who directed {}? A: Ann Lee{}".format(
+        *re.search(r'article about "(Film(\d+))"', prompt).groups())
+    server.refuse = {"Film3"}
+    docs = _films(10)
+    with caplog.at_level(logging.WARNING):
+        records, stats = LLMQAGenerator(_config(server.url, tmp_path)).generate(docs)
+    assert stats["refused"] == 1 and stats["requested"] == 10
+    assert stats["refused_docs"] == [{"page_id": 1003, "title": "Film3 (film)",
+                                      "reason": "HTTP 400: " + json.dumps(
+                                          {"error": {"message": "content filter triggered",
+                                                     "code": "content_filter"}})}]
+    assert server.requests == 10  # the refusal is not retried
+    assert sorted({r["page_id"] for r in records}) == [1000 + i for i in range(10) if i != 3]
+    assert "skipping page 1003 ('Film3 (film)')" in caplog.text
+    assert "content filter triggered" in caplog.text
+
+
+def test_refusing_more_than_the_allowed_share_or_every_document_fails(
+    server: FakeOpenAI, tmp_path: Path
+) -> None:
+    docs = _films(10)
+    server.refuse = {"Film1", "Film2"}
+    with pytest.raises(LLMEndpointError, match=r"refused 2 of 10 documents, more than "
+                                               r"max_refused_share=0\.1 allows.*page 1001"):
+        LLMQAGenerator(_config(server.url, tmp_path)).generate(docs)
+    # The other replies were cached: with a larger share, only the refused two are asked again.
+    before = server.requests
+    _, stats = LLMQAGenerator(_config(server.url, tmp_path, max_refused_share=0.2)).generate(docs)
+    assert stats["refused"] == 2 and stats["cached"] == 8 and server.requests == before + 2
+
+    server.refuse = {f"Film{i}" for i in range(10)}
+    server.requests = 0
+    everything = _config(server.url, tmp_path, cache_dir=None, max_refused_share=1.0,
+                         max_concurrency=1)
+    with pytest.raises(LLMEndpointError, match="refused 10 of 10 documents"):
+        LLMQAGenerator(everything).generate(docs)
+    few = _config(server.url, tmp_path, cache_dir=None, max_concurrency=1)
+    server.requests = 0
+    with pytest.raises(LLMEndpointError, match="refused [23] of 10"):
+        LLMQAGenerator(few).generate(docs)
+    # It stopped asking once the share was exceeded (a request already under way finishes).
+    assert server.requests <= 3
+
+
 def test_rejected_key_is_not_retried(server: FakeOpenAI, tmp_path: Path) -> None:
     server.fail_with = [401]
     gen = LLMQAGenerator(_config(server.url, tmp_path, api_key_env="PIT_TEST_NO_SUCH_VAR"))
@@ -456,3 +516,20 @@ def test_local_transformers_model_runs_greedily_and_caches(tmp_path: Path) -> No
     again, stats2 = fresh.generate(docs)
     assert again == records and stats2["cached"] == 3 and stats2["requested"] == 0
     assert fresh._local is None
+
+
+def test_local_model_folder_with_only_pickled_weights_is_refused_with_the_fix(
+        tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    path = _tiny_local_model(tmp_path)
+    torch.save(load_file(path / "model.safetensors"), path / "pytorch_model.bin")
+    (path / "model.safetensors").unlink()
+    gen = LLMQAGenerator(LLMQAConfig(backend="transformers", model_name_or_path=str(path),
+                                     device="cpu", cache_dir=tmp_path / "cache"))
+    with pytest.raises(ModelNotFoundError) as e:
+        gen.generate([OPPENHEIMER])
+    message = str(e.value)
+    assert str(path) in message and "convert it to safetensors" in message
+    assert gen._local is None

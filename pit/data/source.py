@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pit.artifacts import local_folder, store_for
+from pit.artifacts import computing, local_folder, store_for
 from pit.config import PitConfig
 from pit.data.dataset import KnowledgeDataset
 from pit.data.world import build_world
@@ -27,10 +27,12 @@ def build_dataset(cfg: PitConfig) -> str:
     if cfg.data.source == SYNTHETIC:
         store = store_for(cfg)
         key = dataset_key(cfg)
-        if store.cached(key) is None:
-            ds = build_world(cfg.world)
-            with store.staging(key, {"kind": "dataset", "fingerprint": ds.fingerprint}) as folder:
-                ds.save(folder)
+        with computing(cfg, key, "the synthetic world"):
+            if store.cached(key) is None:
+                ds = build_world(cfg.world)
+                with store.staging(key, {"kind": "dataset",
+                                         "fingerprint": ds.fingerprint}) as folder:
+                    ds.save(folder)
         return key
     source = cfg.data.source
     if not source.startswith("s3://") and Path(source).expanduser().is_dir():

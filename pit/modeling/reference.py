@@ -124,8 +124,9 @@ def check_folder(ref: ModelRef) -> None:
         raise ModelNotFoundError(
             f"cannot load model {ref.location!r}: the folder has no file named "
             "model.safetensors. pit loads safetensors weights only (a pickled "
-            "pytorch_model.bin can run code when loaded): save the model with "
-            "save_pretrained(folder, safe_serialization=True)."
+            "pytorch_model.bin can run code when loaded): convert it to safetensors, by "
+            "loading it once where you trust its source and saving it with "
+            "save_pretrained(folder), which writes model.safetensors."
         )
 
 

@@ -17,7 +17,8 @@ closes the gap between `mkdir` and `flock`: a pruner that removed the empty
 folder in between makes the writer start over under a new name.
 
 :func:`file_lock` serialises processes around one cached copy (see
-`cache.py`), so they download it once between them instead of once each.
+`cache.py`), so they download it once between them instead of once each,
+and around one output being computed (`pit.artifacts.computing`).
 """
 
 from __future__ import annotations
@@ -97,13 +98,20 @@ def claim_new_dir(parent: Path, prefix: str) -> Claim:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (made if absent; never removed, so never raced)."""
+def file_lock(path: Path, waiting: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (made if absent; never removed, so never raced).
+
+    `waiting`, if given, is logged when another process holds the lock, so a
+    process that waits says what for.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            if _try_lock(fd) is False:
+                if waiting:
+                    log.info("%s (lock %s)", waiting, path)
+                fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as e:
             if e.errno not in _NO_LOCKS:
                 raise

@@ -148,6 +148,9 @@ def fetch_latest(
         except CorruptOutputError as e:
             log.warning("skipping corrupt checkpoint %s: %s; using the one before it",
                         store.url(ckpt.key), "; ".join(e.problems))
+        except FileNotFoundError:
+            log.warning("checkpoint %s went away while it was read (pruned by a run sharing "
+                        "the store); using the one before it", store.url(ckpt.key))
     return None
 
 

@@ -7,6 +7,8 @@ metrics are logged to the run at hand, and nothing trains. Otherwise the stage
 trains in this process (`train.launcher=inline`) or in processes of its own
 through `accelerate launch` (`process`, the default), where a crash fails the
 call cleanly and calling it again resumes from the newest checkpoint.
+A second process of the same work folder that reaches the same stage waits
+for the first (`pit.artifacts.computing`) and then reuses its output.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pit.artifacts import store_for
+from pit.artifacts import computing, store_for
 from pit.config import PitConfig
 from pit.data.source import load_dataset
 from pit.keys import StageOutput, stage_output
@@ -35,18 +37,19 @@ def run_stage(
     """Stage `index` of a recipe from `model_ref`: its published model's key and metrics."""
     ds = load_dataset(cfg, data_ref)
     out = stage_output(cfg, recipe.stages[index], index, model_ref, ds.fingerprint, seed)
-    done = store_for(cfg).cached(out.key)
-    if done is not None and done.get("fingerprint") == out.hash:
-        log.info("%s stage %d (seed %d) is already published at %s; reusing it", recipe.slug,
-                 index, seed, store_for(cfg).url(out.key))
-        if run_id:
-            _record_reuse(cfg, recipe, index, seed, run_id, out, done)
-        return out.key, dict(done.get("metrics") or {})
-    job = StageJob(config=cfg, recipe=recipe, index=index, model_ref=model_ref,
-                   data_ref=data_ref, run_id=run_id, seed=seed)
-    if cfg.train.launcher == "inline":
-        return StageRunner(job).run()
-    return launch_stage(job)
+    with computing(cfg, out.key, f"{recipe.slug} stage {index} (seed {seed})"):
+        done = store_for(cfg).cached(out.key)
+        if done is not None and done.get("fingerprint") == out.hash:
+            log.info("%s stage %d (seed %d) is already published at %s; reusing it",
+                     recipe.slug, index, seed, store_for(cfg).url(out.key))
+            if run_id:
+                _record_reuse(cfg, recipe, index, seed, run_id, out, done)
+            return out.key, dict(done.get("metrics") or {})
+        job = StageJob(config=cfg, recipe=recipe, index=index, model_ref=model_ref,
+                       data_ref=data_ref, run_id=run_id, seed=seed)
+        if cfg.train.launcher == "inline":
+            return StageRunner(job).run()
+        return launch_stage(job)
 
 
 def _record_reuse(cfg: PitConfig, recipe: Recipe, index: int, seed: int, run_id: str,

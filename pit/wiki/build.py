@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 from pit.data.dataset import KnowledgeDataset
 from pit.errors import ConfigError, DataError
 from pit.storage.destination import destination_problem, store_and_key
+from pit.wiki.pagestream import DEFAULT_MAX_PAGE_MB
 from pit.wiki.qa_infobox import infobox_qa
 from pit.wiki.reader import ScanResult, default_workers, scan_dump
 from pit.wiki.select import DEFAULT_DOMAINS, PageSelector, page_ids_by_category
@@ -74,6 +75,13 @@ class WikiBuildConfig(BaseModel):
     )
     workers: int | None = Field(None, description="worker processes; None means all cores")
     chunk_mb: float = Field(8.0, description="compressed MB of whole streams per worker task")
+    max_page_mb: float = Field(
+        DEFAULT_MAX_PAGE_MB,
+        description=(
+            "most MiB of XML one page may hold; a page still not closed beyond it (a damaged "
+            "dump, a bz2 bomb) stops the scan with an error instead of filling memory"
+        ),
+    )
     on_error: Literal["raise", "skip"] = Field(
         "raise", description="damaged streams/pages: fail the build, or skip and count them"
     )
@@ -94,6 +102,10 @@ class WikiBuildConfig(BaseModel):
     infobox_qa: bool = Field(True, description="write QA pairs from the infobox")
     previous: str | None = Field(None, description="previous snapshot folder, for delta.json")
     dump_date: str | None = Field(None, description="YYYYMMDD; read from the file name if unset")
+
+    @property
+    def max_page_bytes(self) -> int:
+        return int(self.max_page_mb * (1 << 20))
 
     def problems(self) -> list[str]:
         """Every problem with this config at once, so a user fixes them in one pass."""
@@ -131,6 +143,8 @@ class WikiBuildConfig(BaseModel):
             out.append(f"workers {self.workers} must be at least 1")
         if self.chunk_mb <= 0:
             out.append(f"chunk_mb {self.chunk_mb} must be positive")
+        if self.max_page_mb <= 0:
+            out.append(f"max_page_mb {self.max_page_mb} must be positive")
         unsafe = destination_problem(
             self.out, overwrite=self.overwrite, flag="--overwrite (overwrite=true in the flow)"
         )
@@ -198,29 +212,31 @@ def delta(records: list[dict[str, Any]], previous: str | Path) -> dict[str, list
 
 def _generate_all(
     records: list[dict[str, Any]], qa_generator: QAGenerator | None
-) -> dict[Any, list[dict[str, Any]]] | None:
+) -> tuple[dict[Any, list[dict[str, Any]]] | None, dict[str, Any] | None]:
     """All documents' generated QA at once, for generators that batch (`generate(docs)`).
 
     An LLM generator sends its requests concurrently only when it sees every
     document together; a plain callable is asked one document at a time.
+    Returns the pairs by page id and the generator's counts (None for a
+    plain callable).
     """
     batch = getattr(qa_generator, "generate", None)
     if not callable(batch):
-        return None
-    pairs, _ = batch(records)
+        return None, None
+    pairs, stats = batch(records)
     by_page: dict[Any, list[dict[str, Any]]] = {}
     for p in pairs:
         by_page.setdefault(p["page_id"], []).append(p)
-    return by_page
+    return by_page, stats
 
 
 def assemble(
     records: list[dict[str, Any]], config: WikiBuildConfig, qa_generator: QAGenerator | None = None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], KnowledgeDataset]:
-    """docs.jsonl rows, qa.jsonl rows and the KnowledgeDataset of the selected records."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], KnowledgeDataset, dict[str, Any] | None]:
+    """docs.jsonl rows, qa.jsonl rows, the KnowledgeDataset, and the QA generator's counts."""
     date = config.date()
     docs, qa, kd_docs, kd_qa = [], [], [], []
-    generated = _generate_all(records, qa_generator)
+    generated, generation = _generate_all(records, qa_generator)
     for rec in records:
         domain, split = place(rec, config)
         docs.append({**rec, "domain": domain, "split": split})
@@ -284,7 +300,7 @@ def assemble(
             "test_domain": config.test_domain,
         },
     )
-    return docs, qa, ds
+    return docs, qa, ds, generation
 
 
 def card(
@@ -295,8 +311,13 @@ def card(
     ds: KnowledgeDataset,
     changes: dict[str, list[int]] | None,
     timings: dict[str, Any],
+    generation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What card.json says beside the data set's meta and stats: counts, dump, timings."""
+    """What card.json says beside the data set's meta and stats: counts, dump, timings.
+
+    `generation` is the LLM QA generator's counts; the documents it skipped
+    because the endpoint refused them are counted and named here.
+    """
     counts = Counter(f"{d['domain']}/{d['split']}" for d in docs)
     key_of = {d["page_id"]: f"{d['domain']}/{d['split']}" for d in docs}
     qa_counts = Counter(key_of[q["page_id"]] for q in qa)
@@ -318,11 +339,16 @@ def card(
             "bad_streams": scan.stats.bad_streams,
             "bad_pages": scan.stats.bad_pages,
             "in_both_categories": len(both),
+            "llm_refused_docs": (generation or {}).get("refused", 0),
             "docs_by_domain_split": dict(sorted(counts.items())),
             "qa_by_domain_split": dict(sorted(qa_counts.items())),
         },
         "in_both_categories": both[:100],
         "errors": scan.stats.errors[:100],
+        "llm_qa": None if generation is None else {
+            **{k: v for k, v in generation.items() if k != "refused_docs"},
+            "refused_docs": generation.get("refused_docs", [])[:100],
+        },
         "delta": None if changes is None else {k: len(v) for k, v in changes.items()},
         "timings": timings,
         "config": config.model_dump(),
@@ -353,10 +379,11 @@ def build_wiki_dataset(
             config.selector(),
             workers=config.workers or default_workers(),
             chunk_bytes=int(config.chunk_mb * (1 << 20)),
+            max_page_bytes=config.max_page_bytes,
             on_error=config.on_error,
         )
     t_scan = time.perf_counter()
-    docs, qa, ds = assemble(scan.records, config, qa_generator)
+    docs, qa, ds, generation = assemble(scan.records, config, qa_generator)
     t_qa = time.perf_counter()
     changes = delta(scan.records, config.previous) if config.previous else None
 
@@ -376,7 +403,7 @@ def build_wiki_dataset(
             if scan.seconds
             else None,
         }
-        out = card(config, scan, docs, qa, ds, changes, timings)
+        out = card(config, scan, docs, qa, ds, changes, timings, generation)
         datasets.disable_progress_bars()
         ds.save(staging, jsonl=False, card=out)
         published.update(fingerprint=ds.fingerprint, dump_date=config.date(), docs=len(docs))

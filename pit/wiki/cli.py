@@ -65,8 +65,14 @@ def wiki(
     llm_model: Annotated[str | None, typer.Option(help=_help("llm_model"))] = None,
     llm_local_model: Annotated[str | None, typer.Option(help=_help("llm_local_model"))] = None,
     llm_cache: Annotated[str, typer.Option(help=_help("llm_cache"))] = _default("llm_cache"),
+    llm_max_refused_share: Annotated[
+        float, typer.Option(help=_help("llm_max_refused_share"))
+    ] = _default("llm_max_refused_share"),
     workers: Annotated[int | None, typer.Option(help=_help("workers"))] = None,
     chunk_mb: Annotated[float, typer.Option(help=_help("chunk_mb"))] = _default("chunk_mb"),
+    max_page_mb: Annotated[float, typer.Option(help=_help("max_page_mb"))] = _default(
+        "max_page_mb"
+    ),
     on_error: Annotated[str, typer.Option(help=_help("on_error"))] = _default("on_error"),
     runner: Annotated[str, typer.Option(help=_help("runner"))] = _default("runner"),
     dask_address: Annotated[str | None, typer.Option(help=_help("dask_address"))] = None,
@@ -97,8 +103,10 @@ def wiki(
             llm_model=llm_model,
             llm_local_model=llm_local_model,
             llm_cache=llm_cache,
+            llm_max_refused_share=llm_max_refused_share,
             workers=workers,
             chunk_mb=chunk_mb,
+            max_page_mb=max_page_mb,
             on_error=on_error,
             runner=runner,
             dask_address=dask_address,

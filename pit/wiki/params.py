@@ -64,6 +64,16 @@ class BuildDatasetParams(WikiBuildConfig):
         None,
         description="a local transformers model (folder or Hub id) that writes the QA instead",
     )
+    llm_max_refused_share: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "share of documents the LLM endpoint may refuse (HTTP 400/413/422: content filter, "
+            "context too long); each is skipped with a warning and counted in the card, and "
+            "more than this share, or every document, fails the build"
+        ),
+    )
     llm_cache: str = Field(
         "~/.cache/pit/qa-llm",
         description="cache of LLM replies by document hash: a rerun asks nothing twice",
@@ -125,7 +135,8 @@ class BuildDatasetParams(WikiBuildConfig):
             )
         else:
             cfg = LLMQAConfig(
-                backend="openai", base_url=self.llm_base_url, model=self.llm_model, cache_dir=cache
+                backend="openai", base_url=self.llm_base_url, model=self.llm_model, cache_dir=cache,
+                max_refused_share=self.llm_max_refused_share,
             )
         return LLMQAGenerator(cfg)
 

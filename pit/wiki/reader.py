@@ -23,12 +23,13 @@ read by one worker, streaming, with the same page loop.
 Bad input never passes silently. A bz2 stream that does not decompress, a page
 that is not well-formed XML or not UTF-8 raises `DataError` naming the file and
 the byte offset of its stream; with `on_error="skip"` it is skipped and counted
-in `ScanStats` instead, and the counts go to the manifest.
+in `ScanStats` instead, and the counts go to the manifest. Memory stays
+bounded on damaged input too: data is decompressed and cut into pages piece
+by piece (`pagestream`), and a page longer than `max_page_bytes` is an error.
 """
 
 from __future__ import annotations
 
-import bz2
 import os
 import time
 import xml.etree.ElementTree as ET
@@ -43,10 +44,12 @@ import fsspec
 
 from pit.errors import DataError
 from pit.wiki.infobox import parse_infobox, release_year
+from pit.wiki.pagestream import DEFAULT_MAX_PAGE_MB, Inflater, PageError, pages_in, whole_pages
 from pit.wiki.select import PageSelector
 from pit.wiki.wikitext import lead_text, parse_lead
 
 OnError = Literal["raise", "skip"]
+MAX_PAGE_BYTES = int(DEFAULT_MAX_PAGE_MB * (1 << 20))
 
 _FIX = (
     "The dump file is damaged: download it again (dumpstatus.json gives its sha1; "
@@ -102,10 +105,6 @@ class ScanStats:
         d = dict(self.__dict__)
         d["errors"] = self.errors[:100]
         return d
-
-
-class _PageError(Exception):
-    """A page that cannot be read; turned into DataError with the stream offset."""
 
 
 def read_index(index: str, page_ids: frozenset[int] | None = None) -> list[int]:
@@ -202,35 +201,20 @@ def _read_runs(chunk: Chunk) -> Iterator[tuple[int, int, bytes]]:
         raise DataError(f"cannot read {chunk.path}: {e}") from e
 
 
-def _decompress_stream(raw: bytes, where: str) -> bytes:
-    """All bz2 streams in `raw`, decompressed; DataError when one is cut or corrupt."""
-    out = []
-    while raw:
-        d = bz2.BZ2Decompressor()
-        try:
-            out.append(d.decompress(raw))
-        except (OSError, EOFError, ValueError) as e:
-            raise _PageError(f"{where}: bz2 data is corrupt ({e})") from e
-        if not d.eof:
-            raise _PageError(f"{where}: bz2 stream is truncated (no end-of-stream marker)")
-        raw = d.unused_data
-    return b"".join(out)
-
-
 def parse_page(page: bytes) -> dict[str, Any]:
     """Title, ids, timestamp and wikitext of one raw `<page>` element."""
     try:
         text = page.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise _PageError(f"invalid UTF-8 at byte {e.start} of the page ({e.reason})") from e
+        raise PageError(f"invalid UTF-8 at byte {e.start} of the page ({e.reason})") from e
     try:
         el = ET.fromstring(text)
     except ET.ParseError as e:
         line, col = e.position
-        raise _PageError(f"malformed XML at line {line}, column {col} of the page ({e})") from e
+        raise PageError(f"malformed XML at line {line}, column {col} of the page ({e})") from e
     rev = el.find("revision")
     if rev is None or el.findtext("id") is None:
-        raise _PageError("malformed XML: <page> without <id> or <revision>")
+        raise PageError("malformed XML: <page> without <id> or <revision>")
     return {
         "page_id": int(el.findtext("id") or 0),
         "title": el.findtext("title") or "",
@@ -258,24 +242,6 @@ def make_record(page: bytes, categories: list[str], selector: PageSelector) -> d
     }
 
 
-def _pages(data: bytes, where: str) -> Iterator[bytes]:
-    """The `<page>...</page>` elements of decompressed XML, checked for balance."""
-    pos = 0
-    while True:
-        start = data.find(b"<page>", pos)
-        if start < 0:
-            if data.find(b"</page>", pos) >= 0:
-                raise _PageError(f"{where}: malformed XML, </page> without <page>")
-            return
-        end = data.find(b"</page>", start)
-        nxt = data.find(b"<page>", start + 6, end if end >= 0 else len(data))
-        if end < 0 or nxt >= 0:
-            raise _PageError(f"{where}: malformed XML, <page> at byte {start} is never closed")
-        end += 7
-        yield data[start:end]
-        pos = end
-
-
 def _scan_data(
     data: bytes,
     where: str,
@@ -283,15 +249,16 @@ def _scan_data(
     on_error: OnError,
     stats: ScanStats,
     records: list[dict[str, Any]],
+    offset: int = 0,
 ) -> None:
-    for page in _pages(data, where):
+    for page in pages_in(data, where, offset):
         stats.pages += 1
         cats = selector.matches(page)
         if cats is None:
             continue
         try:
             rec = make_record(page, cats, selector)
-        except _PageError as e:
+        except PageError as e:
             msg = f"{where}, page {stats.pages}: {e}"
             if on_error == "raise":
                 raise DataError(f"{msg}. {_FIX}") from e
@@ -306,72 +273,64 @@ def _scan_data(
 
 
 def scan_chunk(
-    chunk: Chunk, selector: PageSelector, on_error: OnError = "raise"
+    chunk: Chunk, selector: PageSelector, on_error: OnError = "raise",
+    max_page_bytes: int = MAX_PAGE_BYTES,
 ) -> tuple[list[dict[str, Any]], ScanStats]:
-    """Decompress one chunk, select pages, and build their records (runs in a worker)."""
+    """Decompress one chunk, select pages, and build their records (runs in a worker).
+
+    A stream that fails is failed whole: with `on_error="skip"` none of its
+    pages count, as if it had not decompressed at all.
+    """
     if not chunk.streams:
-        return _scan_streaming(chunk.path, selector, on_error)
+        return _scan_streaming(chunk.path, selector, on_error, max_page_bytes)
     stats = ScanStats()
     records: list[dict[str, Any]] = []
     for s, e, raw in _read_runs(chunk):
         where = f"{chunk.path}: bz2 stream at byte offset {s}"
         stats.streams += 1
         stats.compressed_bytes += e - s
+        mine, found = ScanStats(), []
         try:
-            data = _decompress_stream(raw, where)
-            _scan_data(data, where, selector, on_error, stats, records)
-        except _PageError as err:
+            inflater = Inflater()
+            for offset, data in whole_pages(inflater.pieces([raw]), max_page_bytes):
+                _scan_data(data, where, selector, on_error, mine, found, offset)
+            inflater.finish()
+        except PageError as err:
+            err = PageError(err if str(err).startswith(where) else f"{where}: {err}")
             if on_error == "raise":
                 raise DataError(f"{err}. {_FIX}") from err
             stats.bad_streams += 1
             stats.errors.append(str(err))
+            continue
+        stats.add(mine)
+        records.extend(found)
     return records, stats
 
 
 def _scan_streaming(
-    path: str, selector: PageSelector, on_error: OnError
+    path: str, selector: PageSelector, on_error: OnError, max_page_bytes: int
 ) -> tuple[list[dict[str, Any]], ScanStats]:
-    """One pass over a dump without index: decompress block by block, cut pages as they close."""
+    """One pass over a dump without index: decompress piece by piece, cut pages as they close."""
     stats = ScanStats()
     records: list[dict[str, Any]] = []
-    buf = b""
-    consumed = 0
-    d = bz2.BZ2Decompressor()
-    with fsspec.open(path, "rb") as f:
-        while True:
-            block = f.read(1 << 20)
-            if not block:
-                break
-            where = f"{path}: bz2 data near byte offset {consumed}"
-            consumed += len(block)
-            stats.compressed_bytes += len(block)
-            try:
-                while block:
-                    if d.eof:
-                        d = bz2.BZ2Decompressor()
-                        stats.streams += 1
-                    buf += d.decompress(block)
-                    block = d.unused_data if d.eof else b""
-            except (OSError, EOFError, ValueError) as e:
-                raise DataError(f"{where}: bz2 data is corrupt ({e}). {_FIX}") from e
-            cut = buf.rfind(b"</page>")
-            if cut >= 0:
-                cut += 7
-                try:
-                    _scan_data(buf[:cut], where, selector, on_error, stats, records)
-                except _PageError as e:
-                    raise DataError(f"{e}. {_FIX}") from e
-                buf = buf[cut:]
-    if not d.eof:
-        raise DataError(
-            f"{path}: bz2 stream is truncated at byte offset {consumed} "
-            f"(no end-of-stream marker). {_FIX}"
-        )
-    stats.streams += 1
+    inflater = Inflater()
+
+    def blocks() -> Iterator[bytes]:
+        with fsspec.open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                stats.compressed_bytes += len(block)
+                yield block
+
+    def where() -> str:
+        return f"{path}: bz2 data near byte offset {inflater.consumed}"
+
     try:
-        _scan_data(buf, f"{path}: end of file", selector, on_error, stats, records)
-    except _PageError as e:
-        raise DataError(f"{e}. {_FIX}") from e
+        for offset, data in whole_pages(inflater.pieces(blocks()), max_page_bytes):
+            _scan_data(data, where(), selector, on_error, stats, records, offset)
+        inflater.finish()
+    except PageError as e:
+        raise DataError(f"{e if str(e).startswith(path) else f'{where()}: {e}'}. {_FIX}") from e
+    stats.streams += inflater.streams
     return records, stats
 
 
@@ -394,12 +353,15 @@ def scan_dump(
     chunk_bytes: int = 8 << 20,
     on_error: OnError = "raise",
     progress: Callable[[ScanStats], None] | None = None,
+    max_page_bytes: int = MAX_PAGE_BYTES,
 ) -> ScanResult:
     """Scan a whole dump with `workers` processes; records come back in dump order.
 
     One worker runs in this process (no pool to start, nothing to pickle), which
     is also what a single-stream dump gets. At most two chunks per worker are in
-    flight, so memory stays flat however large the dump.
+    flight, and each holds at most one page of `max_page_bytes` besides one
+    piece of decompressed data, so memory stays flat however large (or
+    damaged) the dump.
     """
     t0 = time.perf_counter()
     if index is None:
@@ -419,7 +381,7 @@ def scan_dump(
 
     if workers <= 1 or len(chunks) == 1:
         for c in chunks:
-            take(scan_chunk(c, selector, on_error))
+            take(scan_chunk(c, selector, on_error, max_page_bytes))
     else:
         ctx = get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
@@ -427,7 +389,8 @@ def scan_dump(
             it = iter(chunks)
             try:
                 for c in it:
-                    pending.append(pool.submit(scan_chunk, c, selector, on_error))
+                    pending.append(pool.submit(scan_chunk, c, selector, on_error,
+                                               max_page_bytes))
                     if len(pending) >= 2 * workers:
                         take(pending.popleft().result())
                 while pending:

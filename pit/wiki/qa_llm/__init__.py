@@ -25,12 +25,18 @@ or an error message.
 
 The package holds one noun per module: `config` (how to reach the model),
 `prompt` (what it is asked), `reply` (parsing and filtering what it says),
-`cache` (replies on disk) and `generator` (the client that ties them together).
+`cache` (replies on disk), `refusals` (documents the endpoint refused, and
+how many may be) and `generator` (the client that ties them together).
 """
 
 from pit.wiki.qa_llm.cache import ReplyCache
-from pit.wiki.qa_llm.config import LLMEndpointError, LLMQAConfig, LLMUnavailableError
-from pit.wiki.qa_llm.generator import RETRYABLE_STATUS, STAT_KEYS, LLMQAGenerator
+from pit.wiki.qa_llm.config import (
+    LLMDocumentRefused,
+    LLMEndpointError,
+    LLMQAConfig,
+    LLMUnavailableError,
+)
+from pit.wiki.qa_llm.generator import REFUSED_STATUS, RETRYABLE_STATUS, STAT_KEYS, LLMQAGenerator
 from pit.wiki.qa_llm.prompt import (
     PROMPT_VERSION,
     SYSTEM_PROMPT,
@@ -43,10 +49,12 @@ from pit.wiki.qa_llm.reply import ParsedReply, filter_pairs, normalize_text, par
 
 __all__ = [
     "PROMPT_VERSION",
+    "REFUSED_STATUS",
     "RETRYABLE_STATUS",
     "STAT_KEYS",
     "SYSTEM_PROMPT",
     "USER_PROMPT",
+    "LLMDocumentRefused",
     "LLMEndpointError",
     "LLMUnavailableError",
     "LLMQAConfig",

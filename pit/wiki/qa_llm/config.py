@@ -93,6 +93,16 @@ class LLMQAConfig(BaseModel):
         30.0, ge=0.0, description="Cap on one retry delay, also on a server's Retry-After."
     )
     timeout_s: float = Field(120.0, gt=0.0, description="Timeout of one HTTP request.")
+    max_refused_share: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of the documents the endpoint may refuse (HTTP 400, 413 or 422: a content "
+            "filter, a context too long) before generation fails; each refused document is "
+            "skipped with a warning and counted. A refusal of every document always fails."
+        ),
+    )
     cache_dir: Path | None = Field(
         None,
         description=(
@@ -145,3 +155,15 @@ class LLMUnavailableError(LLMEndpointError, TransientError):
     Prefect's task retries take it up; cached replies make the next try
     resume where this one stopped.
     """
+
+
+class LLMDocumentRefused(LLMEndpointError):
+    """The endpoint refused one document (HTTP 400, 413, 422), not the whole job.
+
+    Not retried: the same document gets the same answer. The generator skips
+    the document and counts it, up to `LLMQAConfig.max_refused_share`.
+    """
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(endpoint, f"{reason} (the document was refused; not retried)")

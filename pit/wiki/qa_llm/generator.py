@@ -6,6 +6,13 @@ backoff honouring Retry-After); an endpoint still down after that raises
 :class:`LLMUnavailableError`, which Prefect's task retries take up. Replies
 are cached as soon as they arrive, so a run that fails part-way resumes where
 it stopped.
+
+An endpoint may refuse one document and not the others (HTTP 400 from a
+content filter or a context too long, 413, 422). Such a document is skipped
+with a warning and counted (`refused`, and `refused_docs` naming each), so
+one odd article does not cost a month's build; a refusal of more than
+`max_refused_share` of the documents, or of every one, still fails, since
+then the endpoint or the prompt is what is wrong.
 """
 
 from __future__ import annotations
@@ -25,8 +32,14 @@ import httpx
 from pit.errors import ConfigError, ModelNotFoundError
 from pit.retry import TRANSIENT_STATUS, HTTPStatusFault, RetryPolicy, describe, is_transient, retry
 from pit.wiki.qa_llm.cache import ReplyCache
-from pit.wiki.qa_llm.config import LLMEndpointError, LLMQAConfig, LLMUnavailableError
+from pit.wiki.qa_llm.config import (
+    LLMDocumentRefused,
+    LLMEndpointError,
+    LLMQAConfig,
+    LLMUnavailableError,
+)
 from pit.wiki.qa_llm.prompt import PROMPT_VERSION, build_messages, doc_hash
+from pit.wiki.qa_llm.refusals import allowed_refusals, check_refusals
 from pit.wiki.qa_llm.reply import filter_pairs, parse_qa_reply
 
 logger = logging.getLogger(__name__)
@@ -37,6 +50,7 @@ STAT_KEYS = (
     "cached",
     "requested",
     "retries",
+    "refused",
     "parsed_pairs",
     "malformed",
     "ungrounded",
@@ -49,6 +63,9 @@ STAT_KEYS = (
 
 RETRYABLE_STATUS = TRANSIENT_STATUS
 """HTTP statuses tried again (pit's one rule, `pit.retry.TRANSIENT_STATUS`)."""
+
+REFUSED_STATUS = frozenset({400, 413, 422})
+"""HTTP statuses that refuse one document (content filter, context too long): it is skipped."""
 
 
 def _public_endpoint(url: str) -> str:
@@ -159,6 +176,7 @@ class LLMQAGenerator:
             self._cache.put(keys[i], reply, meta)
             replies[i] = reply
 
+        refused: dict[int, str] = {}
         if todo:
             logger.info(
                 "asking %s for QA on %d documents (%d cached)",
@@ -167,13 +185,18 @@ class LLMQAGenerator:
                 stats["cached"],
             )
             if self.config.backend == "openai":
-                self._run_remote([docs[i] for i in todo], todo, store)
+                asked = len(docs) - stats["empty_docs"]
+                share = self.config.max_refused_share
+                refused = self._run_remote([docs[i] for i in todo], todo, store,
+                                           allowed_refusals(share, asked))
+                check_refusals(self.endpoint, share, docs, refused, asked)
             else:
                 self._run_local([docs[i] for i in todo], todo, store)
         stats["requested"] = len(todo)
+        stats["refused"] = len(refused)
         stats["retries"] = self._retries - retries_before
         for i, key in enumerate(keys):
-            if i not in replies and key in first_of:
+            if i not in replies and first_of.get(key) in replies:
                 replies[i] = replies[first_of[key]]
 
         records: list[dict[str, Any]] = []
@@ -186,6 +209,8 @@ class LLMQAGenerator:
                 records.append(record)
         stats["kept"] = len(records)
         out: dict[str, Any] = dict(stats)
+        out["refused_docs"] = [{"page_id": docs[i]["page_id"], "title": docs[i]["title"],
+                                "reason": reason} for i, reason in sorted(refused.items())]
         out["seconds"] = round(time.monotonic() - started, 3)
         logger.info("LLM QA: %s", out)
         return records, out
@@ -199,11 +224,18 @@ class LLMQAGenerator:
         return self._client
 
     def _run_remote(
-        self, docs: list[dict[str, Any]], indices: list[int], store: Callable[[int, str], None]
-    ) -> None:
+        self, docs: list[dict[str, Any]], indices: list[int], store: Callable[[int, str], None],
+        allowed: int,
+    ) -> dict[int, str]:
+        """Ask for every document concurrently; returns the refused ones' reasons by index.
+
+        Stops sending once more than `allowed` documents were refused.
+        """
         client = self._http()
         error: BaseException | None = None
         stored: set[Future[str]] = set()
+        refused: dict[int, str] = {}
+        doc_at = dict(zip(indices, docs, strict=True))
         with ThreadPoolExecutor(max_workers=self.config.max_concurrency) as pool:
             futures = {
                 pool.submit(self._complete, client, doc): i
@@ -211,8 +243,20 @@ class LLMQAGenerator:
             }
             try:
                 for future in as_completed(futures):
-                    if future.exception() is not None:
-                        error = future.exception()
+                    exc = future.exception()
+                    if isinstance(exc, LLMDocumentRefused):
+                        i = futures[future]
+                        refused[i] = exc.reason
+                        logger.warning("skipping page %s (%r): %s refused it: %s",
+                                       doc_at[i]["page_id"], doc_at[i]["title"], self.endpoint,
+                                       exc.reason)
+                        if len(refused) > allowed:
+                            for other in futures:
+                                other.cancel()
+                            break
+                        continue
+                    if exc is not None:
+                        error = exc
                         for other in futures:
                             other.cancel()
                         break
@@ -224,10 +268,16 @@ class LLMQAGenerator:
                 raise
         # Replies that arrived while the pool wound down are paid for: keep them too.
         for future, i in futures.items():
-            if future not in stored and not future.cancelled() and future.exception() is None:
+            if future in stored or future.cancelled():
+                continue
+            exc = future.exception()
+            if exc is None:
                 store(i, future.result())
+            elif isinstance(exc, LLMDocumentRefused):
+                refused[i] = exc.reason
         if error is not None:
             raise error
+        return refused
 
     def _complete(self, client: httpx.Client, doc: dict[str, Any]) -> str:
         """One chat completion, retried with exponential backoff on transient failures."""
@@ -255,6 +305,8 @@ class LLMQAGenerator:
                     else f"no API key was sent; set {c.api_key_env or 'api_key'}"
                 )
                 raise LLMEndpointError(self.endpoint, f"{last} ({hint})")
+            if response.status_code in REFUSED_STATUS:
+                raise LLMDocumentRefused(self.endpoint, last)
             if response.status_code not in RETRYABLE_STATUS:
                 raise LLMEndpointError(self.endpoint, f"{last} (not retried)")
             raise HTTPStatusFault(self.endpoint, response.status_code,
@@ -314,9 +366,10 @@ class LLMQAGenerator:
             device = self.config.device
             if device == "auto":
                 device = "cuda" if torch.cuda.is_available() else "cpu"
+            _check_safetensors(name)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(name)
-                model = AutoModelForCausalLM.from_pretrained(name)
+                model = AutoModelForCausalLM.from_pretrained(name, use_safetensors=True)
             except OSError as exc:
                 raise ModelNotFoundError(
                     f"cannot load the QA model {name!r}: {exc}. "
@@ -379,3 +432,22 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def _check_safetensors(name: str) -> None:
+    """Refuse a local QA model folder without safetensors weights, before transformers reads it.
+
+    A pickled `pytorch_model.bin` runs code when it is loaded, and a QA model
+    folder is as likely as any to come from elsewhere; `use_safetensors=True`
+    refuses pickles for Hub ids too, this says what to do about a folder.
+    """
+    from pathlib import Path
+
+    from pit.modeling.reference import ModelRef, check_folder
+
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        try:
+            check_folder(ModelRef("folder", str(folder)))
+        except ModelNotFoundError as e:
+            raise ModelNotFoundError(f"QA model (model_name_or_path): {e}") from None
