@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,46 +150,63 @@ def shoot_mlflow_runs(browser, mlflow: Server, parent_run_id: str) -> Path:
     return path
 
 
-def main() -> None:
+@contextmanager
+def services(home: Path) -> Iterator[tuple[Server, Server, dict[str, str]]]:
+    """A Prefect and an MLflow server on free ports with their homes under `home`, and the
+    environment that points the pit CLI at them; both stopped on the way out."""
+    prefect_port, mlflow_port = free_ports(2)
+    prefect = prefect_server(prefect_port, home / "logs")
+    prefect.env["PREFECT_HOME"] = str(home / "prefect")
+    mlflow = mlflow_server(mlflow_port, f"sqlite:///{home / 'mlflow.db'}",
+                           (home / "mlartifacts").as_uri(), home / "logs")
+    servers = [prefect, mlflow]
+    check_ports(servers)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    env.update(PYTHONPATH=str(ROOT), PREFECT_HOME=str(home / "prefect"),
+               PREFECT_API_URL=f"{prefect.url}/api", MLFLOW_TRACKING_URI=mlflow.url,
+               PIT_PROGRESS="0")
+    try:
+        with _StopSignals().installed() as signals:
+            print(f"starting Prefect on {prefect.url} and MLflow on {mlflow.url} ...")
+            if not start(servers, signals):
+                raise SystemExit(130)
+        yield prefect, mlflow, env
+    finally:
+        stop(servers)
+
+
+@contextmanager
+def browser() -> Iterator:
+    """Headless system Chromium (Playwright's own download is not needed)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("needs a system Chromium: apt-get install chromium")
     IMAGES.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def wrote(path: Path) -> None:
+    print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KB)")
+
+
+def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pit-screenshots-") as tmp:
         home = Path(tmp)
-        prefect_port, mlflow_port = free_ports(2)
-        prefect = prefect_server(prefect_port, home / "logs")
-        prefect.env["PREFECT_HOME"] = str(home / "prefect")
-        mlflow = mlflow_server(mlflow_port, f"sqlite:///{home / 'mlflow.db'}",
-                               (home / "mlartifacts").as_uri(), home / "logs")
-        servers = [prefect, mlflow]
-        check_ports(servers)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-        env.update(PYTHONPATH=str(ROOT), PREFECT_HOME=str(home / "prefect"),
-                   PREFECT_API_URL=f"{prefect.url}/api", MLFLOW_TRACKING_URI=mlflow.url,
-                   PIT_PROGRESS="0")
-        try:
-            with _StopSignals().installed() as signals:
-                print(f"starting Prefect on {prefect.url} and MLflow on {mlflow.url} ...")
-                if not start(servers, signals):
-                    raise SystemExit(130)
+        with services(home) as (prefect, mlflow, env):
             pit(["deploy", "--file", str(ROOT / "infra" / "prefect.yaml")], env, home)
             print("deployed; running a tiny comparison ...")
             results = home / "results.json"
             pit(["compare", *COMPARE, "--set", f"workdir={home / 'work'}",
                  "--results", str(results)], env, home)
             parent_run_id = json.loads(results.read_text())["mlflow_parent_run_id"]
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=chromium, headless=True)
-                try:
-                    for path in (shoot_prefect_form(browser, prefect),
-                                 shoot_mlflow_runs(browser, mlflow, parent_run_id)):
-                        print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} KB)")
-                finally:
-                    browser.close()
-        finally:
-            stop(servers)
-
+            with browser() as chromium:
+                wrote(shoot_prefect_form(chromium, prefect))
+                wrote(shoot_mlflow_runs(chromium, mlflow, parent_run_id))
 
 if __name__ == "__main__":
     main()
