@@ -253,3 +253,12 @@ def test_single_stream_dump_builds_the_same_documents(built, tmp_path):
     a = [(d["page_id"], d["text"]) for d in _jsonl(out / "docs.jsonl")]
     b = [(d["page_id"], d["text"]) for d in _jsonl(tmp_path / "s" / "docs.jsonl")]
     assert a == b
+
+
+def test_a_category_no_page_is_in_fails_naming_it_and_publishes_nothing(tmp_path):
+    from pit.errors import DataError
+
+    out = tmp_path / "none"
+    with pytest.raises(DataError, match=r"category matching --category '\^1850 films\$'"):
+        build_wiki_dataset(config(out, category="^1850 films$"))
+    assert not out.exists()

@@ -383,6 +383,13 @@ def build_wiki_dataset(
             on_error=config.on_error,
         )
     t_scan = time.perf_counter()
+    if not any("category" in r.get("selected_by", ()) for r in scan.records):
+        raise DataError(
+            f"no page of {config.dump} is in a category matching --category "
+            f"{config.category!r} ({scan.stats.pages} pages scanned, {len(scan.records)} "
+            "selected by --old-category): nothing new to learn. Check the regex against the "
+            "dump's category names, e.g. '^2023 films$'; a film's year category counts."
+        )
     docs, qa, ds, generation = assemble(scan.records, config, qa_generator)
     t_qa = time.perf_counter()
     changes = delta(scan.records, config.previous) if config.previous else None
