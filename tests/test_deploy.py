@@ -81,25 +81,13 @@ def test_deploy_creates_pools_limits_and_module_entrypoint_deployments(prefect_s
     assert form["methods"]["description"]
 
 
-def test_deploy_again_updates_in_place(prefect_server, deployed):
-    with _client(prefect_server) as client:
-        before = {d.name: d.id for d in client.read_deployments()}
-    out = _pit(["deploy", "--pool", "pit-gpu"], _env(prefect_server))
-    assert out.returncode == 0, out.stderr
-    with _client(prefect_server) as client:
-        after = {d.name: (d.id, d.work_pool_name) for d in client.read_deployments()}
-        assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
-        assert len(client.read_automations_by_name("pit: crash unresponsive flow runs")) == 1
-    assert {n: i for n, (i, _) in after.items()} == before
-    assert {p for _, p in after.values()} == {"pit-gpu"}
-    out = _pit(["deploy", "--pool", "pit-process", "--gpu-slots", "2"], _env(prefect_server))
-    assert out.returncode == 0, out.stderr
+def test_deploy_names_an_unknown_pool_before_touching_the_server(prefect_server, monkeypatch):
+    from flows.deployments import deploy
+    from pit.errors import ConfigError
 
-
-def test_deploy_names_an_unknown_pool(prefect_server, deployed):
-    out = _pit(["deploy", "--pool", "nowhere"], _env(prefect_server))
-    assert out.returncode == 2
-    assert "nowhere" in out.stderr and "pit-process" in out.stderr
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server.api_url)
+    with pytest.raises(ConfigError, match="'nowhere' is not a work pool .* pit-gpu, pit-process"):
+        deploy(pool="nowhere")
 
 
 @pytest.mark.slow
@@ -182,3 +170,17 @@ def test_a_run_started_as_the_ui_does_runs_on_a_worker_into_mlflow(
     assert len(nested) == 1 and nested[0].info.status == "FINISHED"
     assert nested[0].inputs.dataset_inputs  # the runs table's Dataset column
     assert ml.search_logged_models(experiment_ids=[exp.experiment_id])  # the Models tab
+
+
+def test_deploy_again_updates_in_place(prefect_server, deployed):
+    # Last in this file: it moves every deployment to the pit-gpu pool.
+    with _client(prefect_server) as client:
+        before = {d.name: d.id for d in client.read_deployments()}
+    out = _pit(["deploy", "--pool", "pit-gpu"], _env(prefect_server))
+    assert out.returncode == 0, out.stderr
+    with _client(prefect_server) as client:
+        after = {d.name: (d.id, d.work_pool_name) for d in client.read_deployments()}
+        assert client.read_concurrency_limit_by_tag("gpu").concurrency_limit == 1
+        assert len(client.read_automations_by_name("pit: crash unresponsive flow runs")) == 1
+    assert {n: i for n, (i, _) in after.items()} == before
+    assert {p for _, p in after.values()} == {"pit-gpu"}
