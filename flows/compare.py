@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from flows.fanout import RecipeJob, portable_config, run_jobs
 from pit.artifacts import model_url
-from pit.config import PitConfig, load_config, preset_names
+from pit.config import PitConfig, load_config, preset_names, string_override
 from pit.data.checks import check_dataset
 from pit.data.dataset import KnowledgeDataset
 from pit.data.source import SYNTHETIC, load_dataset
@@ -34,12 +34,6 @@ from pit.tracking import TrackedDataset, Tracker, tracker_for
 from pit.train.runner import stage_offset
 from pit.train.stages import stage_curve
 from tasks import training as t
-
-
-def _override(field: str, value: str) -> str:
-    """A `--set` override whose value stays a string, whatever YAML would make of it."""
-    return f"{field}='{value.replace(chr(39), chr(39) * 2)}'"
-
 
 PresetName = Literal[tuple(preset_names())]  # type: ignore[valid-type]
 RecipeChoice = Literal[tuple([*(r.slug for r in select_recipes(["all"])), "all", "main"])]  # type: ignore[valid-type]
@@ -101,11 +95,11 @@ class CompareParams(BaseModel):
     def config(self) -> PitConfig:
         extra = list(self.overrides)
         if self.artifact_root:
-            extra.append(_override("storage.root", self.artifact_root))
+            extra.append(string_override("storage.root", self.artifact_root))
         if self.data:
-            extra.append(_override("data.source", self.data))
+            extra.append(string_override("data.source", self.data))
         if self.model:
-            extra.append(_override("model.name_or_path", self.model))
+            extra.append(string_override("model.name_or_path", self.model))
         cfg = load_config(None if self.config_file else self.preset, self.config_file, extra)
         updates: dict[str, Any] = {}
         if self.methods or self.user_methods:

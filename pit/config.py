@@ -409,6 +409,11 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
     return data
 
 
+def string_override(field: str, value: str) -> str:
+    """A `--set` override whose value stays a string, whatever YAML would make of it."""
+    return f"{field}='{value.replace(chr(39), chr(39) * 2)}'"
+
+
 def load_config(
     preset: str | None = None,
     config_file: str | Path | None = None,

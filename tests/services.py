@@ -9,9 +9,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 
@@ -109,3 +110,30 @@ def prefect_server(tmp_path_factory) -> Iterator[PrefectServer]:
     server = PrefectServer(tmp_path_factory.mktemp("prefect"))
     yield server
     server.stop()
+
+
+def kill_group_when(cmd: list[str], env: dict[str, str], cwd: Path, log_path: Path,
+                    ready: Callable[[], bool], what: str,
+                    timeout: float = 600) -> dict[psutil.Process, str]:
+    """Run `cmd` in a process group of its own and SIGKILL the group once `ready()`.
+
+    Returns the processes the command had started by then, with their command
+    lines (a killed process can no longer be asked for its own).
+    """
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.time() + timeout
+            while not ready():
+                assert proc.poll() is None, log_path.read_text()[-5000:]
+                assert time.time() < deadline, f"no {what} in {timeout:.0f} s"
+                time.sleep(0.05)
+            family = {p: " ".join(p.cmdline())
+                      for p in psutil.Process(proc.pid).children(recursive=True)}
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return family

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
+from services import kill_group_when
 
 from pit.storage import Store
 from pit.train.checkpoint import latest_checkpoint
@@ -91,27 +90,14 @@ def test_a_killed_compare_resumes_its_stage_into_the_same_runs_with_the_same_met
     cmd = _command(work, experiment)
     checkpoints = work / "artifacts" / "checkpoints"
 
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-    try:
-        deadline = time.time() + 600
-        while not _mid_second_epoch(checkpoints):
-            assert first.poll() is None, (tmp_path / "first.log").read_text()[-5000:]
-            assert time.time() < deadline, "no checkpoint inside the second epoch in 600 s"
-            time.sleep(0.05)
-        family = psutil.Process(first.pid).children(recursive=True)
-        training = [p for p in family if "pit.train.launch" in " ".join(p.cmdline())]
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(30)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-        log.close()
+    family = kill_group_when(cmd, env, ROOT, tmp_path / "first.log",
+                             lambda: _mid_second_epoch(checkpoints),
+                             "checkpoint inside the second epoch")
+    training = [p for p, line in family.items() if "pit.train.launch" in line]
     assert training, "no training process was running at the kill"
     # In a process group of their own, the training processes outlive the group kill; they
     # see their launcher gone, checkpoint and exit by themselves.
-    _, left = psutil.wait_procs(family, timeout=180)
+    _, left = psutil.wait_procs(list(family), timeout=180)
     assert left == [], [p.cmdline() for p in left]
 
     (prefix,) = checkpoints.iterdir()

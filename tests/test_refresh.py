@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import typer
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from refresh_mirror import NEW, OLD, monthly_pages, write_month
+from services import kill_group_when
 from typer.testing import CliRunner
 
 from pit.cli import app
@@ -264,21 +264,9 @@ def test_a_refresh_killed_mid_training_resumes_and_registers_one_version(tmp_pat
            *refresh_args(mirror, work, name, results, *OPEN_GATE, *KILL_STAGE)]
     env = _env(tmp_path, mlflow_server.url)
 
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
-    try:
-        deadline = time.time() + 600
-        while not _documents_stage_checkpoint(work):
-            assert first.poll() is None, (tmp_path / "first.log").read_text()[-5000:]
-            assert time.time() < deadline, "no checkpoint of the documents stage in 600 s"
-            time.sleep(0.05)
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(30)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-        log.close()
+    kill_group_when(cmd, env, ROOT, tmp_path / "first.log",
+                    lambda: _documents_stage_checkpoint(work),
+                    "checkpoint of the documents stage")
     assert not list((work / "artifacts" / "stages").glob("s1-*/MANIFEST.json")), \
         "the documents stage finished before the kill"
     assert client.search_model_versions(f"name='{name}'") == []

@@ -13,7 +13,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pit.config import PitConfig, load_config
+from pit.config import PitConfig, load_config, string_override
 from pit.errors import ConfigError
 from pit.recipe import Recipe, Source, select_recipes
 
@@ -24,11 +24,6 @@ RefreshRecipe = Literal["pit", "pit++", "pit--", "pit-replay", "pit-qa-only", "p
 Preset = Literal["smoke", "demo"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def _quoted(field: str, value: str) -> str:
-    """A `--set` override whose value stays a string, whatever YAML would make of it."""
-    return f"{field}='{value.replace(chr(39), chr(39) * 2)}'"
 
 
 class RefreshParams(BaseModel):
@@ -118,10 +113,10 @@ class RefreshParams(BaseModel):
         """The PitConfig every step of the refresh runs with."""
         extra = list(self.overrides)
         if self.artifact_root:
-            extra.append(_quoted("storage.root", self.artifact_root))
+            extra.append(string_override("storage.root", self.artifact_root))
         if self.model:
-            extra.append(_quoted("model.name_or_path", self.model))
-        extra += [_quoted("tracking.experiment", self.experiment_name),
+            extra.append(string_override("model.name_or_path", self.model))
+        extra += [string_override("tracking.experiment", self.experiment_name),
                   f"train.replay_share={self.replay}"]
         cfg = load_config(None if self.config_file else self.preset, self.config_file, extra)
         return cfg.model_copy(update={"methods": [self.recipe], "seeds": 1})
