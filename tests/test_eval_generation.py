@@ -151,3 +151,72 @@ def test_auto_batch_size_follows_free_memory_and_prompt_length():
     assert kv_bytes_per_token(llama3_8b, 2) == kv_bytes_per_token(llama7b, 2) // 4
     assert rows_for(llama3_8b, 2, 2048, free=60 * gib, gpu=True, all_logits=True) < \
         rows_for(llama3_8b, 2, 2048, free=60 * gib, gpu=True) // 4
+
+
+def test_rows_leave_the_batch_once_answered_and_the_answers_do_not_change(trained):
+    model, tok, questions, _, _ = trained
+    cfg = EvalConfig(batch_size=len(questions), max_new_tokens=40)
+    ev = Evaluator(model, tok, cfg, MAX_LEN)
+    prompts = [ev.prompt_ids(q["question"]) for q in questions]
+    rows_per_step: list[int] = []
+    hook = model.register_forward_hook(
+        lambda _m, _a, kwargs, _out: rows_per_step.append(kwargs["input_ids"].size(0)),
+        with_kwargs=True)
+    try:
+        answers = ev.generate(prompts)
+    finally:
+        hook.remove()
+
+    expected = ev.answer_texts([one_at_a_time(model, tok, p, 40) for p in prompts])
+    assert answers == expected
+    assert rows_per_step[0] == len(prompts)
+    assert rows_per_step == sorted(rows_per_step, reverse=True)
+    assert rows_per_step[-1] < len(prompts)  # the last step decodes only the slowest rows
+
+
+def test_greedy_rows_pick_the_tokens_generate_picks_on_a_model_with_learned_positions():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from pit.eval.greedy import greedy_rows, supports
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64,
+                                       n_positions=64, bos_token_id=1, eos_token_id=2)).eval()
+    assert supports(model)
+    lengths = [3, 9, 5, 12]
+    n = max(lengths)
+    ids = torch.zeros(len(lengths), n, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, k in enumerate(lengths):
+        ids[row, n - k:] = torch.randint(3, 64, (k,))
+        mask[row, n - k:] = 1
+    stops = [2, 7, 11]
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False,
+                         eos_token_id=stops, pad_token_id=0)
+    expected = []
+    for row in out[:, n:].tolist():
+        end = next((i for i, t in enumerate(row) if t in stops), len(row) - 1)
+        expected.append(row[: end + 1])
+
+    assert greedy_rows(model, ids, mask, 10, stops) == expected
+
+
+def test_a_model_without_the_keywords_of_the_fast_path_is_answered_through_generate(trained):
+    model, tok, questions, _, _ = trained
+
+    class Plain(type(model)):
+        def forward(self, input_ids=None, attention_mask=None, **kwargs):
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    plain = Plain(model.config)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    plain.eval()
+    cfg = EvalConfig(batch_size=4, max_new_tokens=10)
+    prompts = [Evaluator(model, tok, cfg, MAX_LEN).prompt_ids(q["question"]) for q in questions]
+
+    from pit.eval.greedy import supports
+
+    assert not supports(plain)
+    assert (Evaluator(plain, tok, cfg, MAX_LEN).generate(prompts)
+            == Evaluator(model, tok, cfg, MAX_LEN).generate(prompts))

@@ -1,24 +1,26 @@
 """Closed-book and open-book question answering, document perplexity, retention.
 
 Generation is greedy and batched: prompts are sorted by length and left-padded
-so a whole batch decodes at once with its KV cache, and the answer is the text
-up to the first end-of-sequence token or line break; a row is finished at
-either, and a batch once all its rows are. Batches hold `eval.batch_size`
-prompts, or with `auto` as many as memory holds (`pit.eval.memory`). The
-untrained base model gets five demonstrations (`few_shot`), trained models
-none, as in the paper.
+so a whole batch decodes at once with its KV cache (`pit.eval.greedy`), and the
+answer is the text up to the first end-of-sequence token or line break; a row
+leaves the batch at either, and the batch ends once every row has. Batches hold
+`eval.batch_size` prompts, or with `auto` as many as memory holds
+(`pit.eval.memory`). The untrained base model gets five demonstrations
+(`few_shot`), trained models none, as in the paper.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from pit.config import EvalConfig
+from pit.eval import greedy
 from pit.eval.memory import rows_that_fit
 from pit.eval.metrics import answer_recall, exact_match, f1, rouge_l, score
 from pit.train.examples import qa_prompt
@@ -27,6 +29,24 @@ from pit.train.examples import qa_prompt
 def _shot(demo: dict) -> str:
     """A demonstration as the base model sees it: a question, its first answer, a line break."""
     return f"{qa_prompt(demo['question'])} {demo['answers'][0]}\n"
+
+
+_STOP_IDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def stop_ids(tokenizer) -> list[int]:
+    """`<eos>` and the ids of every token whose text holds a line break, found once per tokenizer.
+
+    Finding them decodes the whole vocabulary (a second for 128k tokens), and every
+    evaluation during training builds a new `Evaluator` on the same tokenizer.
+    """
+    size = len(tokenizer)
+    known = _STOP_IDS.get(tokenizer)
+    if known is None or known[0] != size:
+        texts = tokenizer.batch_decode([[i] for i in range(size)])
+        newline = [i for i, t in enumerate(texts) if "\n" in t]
+        known = _STOP_IDS[tokenizer] = (size, [tokenizer.eos_token_id, *newline])
+    return known[1]
 
 
 class Evaluator:
@@ -92,10 +112,7 @@ class Evaluator:
         its every row has answered, not after `max_new_tokens`.
         """
         if self._stop_ids is None:
-            vocab = len(self.tok)
-            texts = self.tok.batch_decode([[i] for i in range(vocab)])
-            newline = [i for i, t in enumerate(texts) if "\n" in t]
-            self._stop_ids = [self.tok.eos_token_id, *newline]
+            self._stop_ids = stop_ids(self.tok)
         return self._stop_ids
 
     @torch.no_grad()
@@ -129,6 +146,10 @@ class Evaluator:
         for j, p in enumerate(chunk):
             ids[j, n - len(p):] = torch.tensor(p)
             att[j, n - len(p):] = 1
+        if greedy.supports(self.model):
+            return self.answer_texts(greedy.greedy_rows(
+                self.model, ids.to(self.device), att.to(self.device),
+                self.cfg.max_new_tokens, self.stop_ids))
         gen = self.model.generate(
             input_ids=ids.to(self.device), attention_mask=att.to(self.device),
             max_new_tokens=self.cfg.max_new_tokens, do_sample=False, use_cache=True,
