@@ -76,7 +76,7 @@ def main() -> None:
     stage = _recipe(args.recipe).stages[args.stage]
     tcfg = cfg.train.model_copy(update={"packing": True})
     n_tokens = sum(len(e.input_ids) for e in examples) * args.epochs
-    pit_plan = _pit_epochs(examples, stage, tcfg, cfg.model.max_seq_len, args.epochs)
+    pit_plan = _pit_epochs(examples, stage, tcfg, cfg.model.max_seq_len, args.epochs, model)
     pit_steps = sum(len(e) for e in pit_plan)
     hf_bs = args.hf_batch_size or math.ceil(len(examples) * args.epochs / pit_steps)
     print(f"{args.recipe} stage {args.stage} on {args.preset}: {len(examples)} examples, "
@@ -164,10 +164,13 @@ def _setup(args):
     return cfg, tokenizer, model, examples
 
 
-def _pit_epochs(examples, stage, tcfg, row_len: int, epochs: int):
+def _pit_epochs(examples, stage, tcfg, row_len: int, epochs: int, model=None):
     from pit.train.batches import epoch_batches
+    from pit.train.packing import slot_cost
 
-    return [epoch_batches(examples, stage, tcfg, tcfg.seed + e, row_len) for e in range(epochs)]
+    cost = slot_cost(model) if tcfg.packing and model is not None else None
+    return [epoch_batches(examples, stage, tcfg, tcfg.seed + e, row_len, cost)
+            for e in range(epochs)]
 
 
 def _time_pit(model, plan, tcfg, stage, tokenizer) -> dict:

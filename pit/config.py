@@ -152,11 +152,19 @@ class TrainConfig(_Section):
     )
     packing: bool = Field(
         False,
-        description="Pack each kind's examples into rows of model.max_seq_len tokens (best-fit "
+        description="Pack each kind's examples into rows of train.pack_row_len tokens (best-fit "
         "decreasing), position ids restarting and attention kept within each example, loss "
         "weights kept, so no step computes on padding. A batch is then max(1, round(batch "
-        "size x mean example length / max_seq_len)) rows: about as many tokens as unpacked. "
+        "size x mean example length / row length)) rows: about as many tokens as unpacked. "
         "Off by default: the published results were measured unpacked.",
+    )
+    pack_row_len: Annotated[int, Field(ge=8)] | Literal["auto"] = Field(
+        "auto",
+        description="Length of packed rows. 'auto': under flash attention model.max_seq_len; "
+        "under a block mask (sdpa, eager: every CPU), where attention costs the whole row, "
+        "the length per kind (documents, QA) that costs the fewest FLOPs, between the kind's "
+        "longest example and model.max_seq_len. A number: every row that long (at most "
+        "model.max_seq_len).",
     )
     seed: int = 0
     launcher: Literal["process", "inline"] = Field(

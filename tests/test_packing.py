@@ -18,12 +18,16 @@ from pit.train.batches import Batch, epoch_batches
 from pit.train.examples import Example, ExampleBuilder
 from pit.train.loop import Callback, StageState, collate, weighted_loss
 from pit.train.packing import (
+    ROW_STEP,
+    SlotCost,
     best_fit_decreasing,
     model_inputs,
     pack_rows,
     pack_tensors,
     packed_loss,
+    row_length,
     rows_per_batch,
+    slot_cost,
 )
 from pit.train.runner import StageJob, StageRunner
 
@@ -197,6 +201,53 @@ def test_packed_epochs_keep_kinds_apart_and_batches_near_the_configured_size(exa
     assert [b.rows for b in again] == [b.rows for b in batches]
 
 
+def _epoch_flops(lengths: list[int], n: int, cost: SlotCost) -> float:
+    return len(best_fit_decreasing(lengths, n)) * n * (cost.per_slot + cost.per_key * n)
+
+
+def test_auto_rows_under_a_block_mask_are_the_cheapest_length_for_their_examples():
+    rng = random.Random(3)
+    qa = [rng.randint(9, 25) for _ in range(700)]
+    docs = [rng.randint(55, 88) for _ in range(480)]
+    demo_model = SlotCost(per_slot=3.7e6, per_key=3456.0)  # the demo's 0.6M-parameter Llama
+    for lengths in (qa, docs):
+        chosen = row_length(lengths, 256, demo_model)
+        assert max(lengths) <= chosen <= 256
+        candidates = [n for n in range(max(lengths), 257) if n % ROW_STEP == 0 or n == 256]
+        best = min(_epoch_flops(lengths, n, demo_model) for n in candidates)
+        assert _epoch_flops(lengths, chosen, demo_model) == best
+    assert row_length(qa, 256, demo_model) <= 96  # a few QA pairs per row, not a dozen
+    assert row_length(qa, 256, None) == 256  # flash attention: rows cost only their examples
+    free_attention = SlotCost(per_slot=1.0, per_key=0.0)
+    assert (_epoch_flops(qa, row_length(qa, 256, free_attention), free_attention)
+            <= _epoch_flops(qa, 256, free_attention))
+
+
+def test_the_cost_of_a_slot_follows_the_model_and_flash_attention_has_none(tokenizer):
+    model = smoke_model(tokenizer, "sdpa")
+    cost = slot_cost(model)
+    cfg = model.config
+    assert cost.per_key == 12 * cfg.num_hidden_layers * cfg.hidden_size
+    assert cost.per_slot > 6 * cfg.num_hidden_layers * 4 * cfg.hidden_size ** 2
+    model.config._attn_implementation = "flash_attention_2"
+    assert slot_cost(model) is None
+
+
+def test_a_fixed_row_length_sets_every_row_and_one_past_max_seq_len_is_refused(examples):
+    stage = Stage(sources=["train_qa", "train_docs"])
+    longest = max(len(e.input_ids) for e in examples)
+    fixed = TrainConfig(packing=True, pack_row_len=longest, doc_batch_size=2, qa_batch_size=8)
+    batches = epoch_batches(examples, stage, fixed, seed=5, row_len=ROW,
+                            cost=SlotCost(1.0, 1.0))
+    assert {b.row_len for b in batches} == {longest} and longest < ROW
+    short = TrainConfig(packing=True, pack_row_len=longest - 1)
+    with pytest.raises(DataError, match=rf"{longest} tokens .* {longest - 1} .*pack_row_len"):
+        epoch_batches(examples, stage, short, seed=5, row_len=ROW)
+    too_long = TrainConfig(packing=True, pack_row_len=ROW + 8)
+    with pytest.raises(DataError, match=r"train.pack_row_len=72 .* at most 64"):
+        epoch_batches(examples, stage, too_long, seed=5, row_len=ROW)
+
+
 class Losses(Callback):
     def __init__(self) -> None:
         self.losses: list[float] = []
@@ -229,5 +280,8 @@ def test_a_recipe_stage_trains_packed_end_to_end_through_the_stage_runner(tmp_pa
     assert {b.kind for b in batches} == {"doc", "qa"}
     assert len(recorder.losses) == len(batches)
     assert all(0 < x < 20 for x in recorder.losses)
+    # SDPA on a CPU masks whole rows: QA pairs get rows far shorter than max_seq_len
+    qa_rows = {b.row_len for b in batches if b.kind == "qa"}
+    assert len(qa_rows) == 1 and qa_rows.pop() < cfg.model.max_seq_len / 2
     assert store_for(cfg).cached(key) is not None
     assert metrics["test_doc_ppl"] > 1

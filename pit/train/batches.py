@@ -16,9 +16,10 @@ from typing import Any
 
 from pit.config import TrainConfig
 from pit.data.dataset import KnowledgeDataset
+from pit.errors import DataError
 from pit.recipe import Source, Stage
 from pit.train.examples import Example, ExampleBuilder
-from pit.train.packing import Row, pack_rows
+from pit.train.packing import Row, SlotCost, pack_rows, row_length
 
 QA_SOURCES = ("train_qa", "old_qa")
 
@@ -96,14 +97,23 @@ def stage_examples(
 
 
 def epoch_batches(
-    examples: list[Example], stage: Stage, train: TrainConfig, seed: int, row_len: int = 0
+    examples: list[Example], stage: Stage, train: TrainConfig, seed: int, row_len: int = 0,
+    cost: SlotCost | None = None,
 ) -> list[Batch]:
     """Batches of one epoch: homogeneous in kind, ordered by the stage's arrangement.
 
-    `row_len` is the packed row length (`model.max_seq_len`), read only with `train.packing`.
+    With `train.packing`, `row_len` is the longest a packed row may be
+    (`model.max_seq_len`), and each kind's rows are `train.pack_row_len` long: with
+    `auto`, the cheapest length by `cost` (`pit.train.packing.row_length`; None, as
+    under flash attention, fills `row_len`).
     """
     if train.packing and row_len <= 0:
         raise ValueError("packed batches need a row length (model.max_seq_len)")
+    if train.packing and train.pack_row_len != "auto" and train.pack_row_len > row_len:
+        raise DataError(
+            f"train.pack_row_len={train.pack_row_len} is longer than model.max_seq_len="
+            f"{row_len}; set train.pack_row_len to at most {row_len}, or 'auto'"
+        )
     rng = random.Random(seed)
     order = examples[:]
     rng.shuffle(order)
@@ -112,8 +122,10 @@ def epoch_batches(
     for kind in ("qa", "doc"):
         items = [e for e in order if e.kind == kind]
         if train.packing:
-            by_kind[kind] = [Batch(kind, [e for row in rows for e in row], rows, row_len)
-                             for rows in pack_rows(items, sizes[kind], row_len, rng)]
+            length = (train.pack_row_len if train.pack_row_len != "auto" else
+                      row_length([len(e.input_ids) for e in items], row_len, cost))
+            by_kind[kind] = [Batch(kind, [e for row in rows for e in row], rows, length)
+                             for rows in pack_rows(items, sizes[kind], length, rng)]
         else:
             by_kind[kind] = [
                 Batch(kind, items[i : i + sizes[kind]]) for i in range(0, len(items), sizes[kind])

@@ -43,6 +43,7 @@ from pit.train.callbacks.tracking import record_stage
 from pit.train.checkpoint import step_of
 from pit.train.examples import Example, ExampleBuilder
 from pit.train.loop import Callback, StageState, autocast_dtype, train_stage
+from pit.train.packing import slot_cost
 from pit.train.signals import StopRequest
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class StageRunner:
             model, self.tokenizer = load_model(model_path(cfg, job.model_ref), cfg.model)
         use_attention(model, job.train.attention)
         self.out = stage_output(cfg, job.stage, job.index, job.model_ref, ds.fingerprint, job.seed)
-        self._batches(ds)
+        self._batches(ds, model)
         torch.manual_seed(job.train.seed * 7919 + job.index)
         self.model, self.optimizer = prepare(self.accelerator, model, job.train)
         self.stop = StopRequest()
@@ -119,14 +120,15 @@ class StageRunner:
                 log.info("%s resumes after step %d (epoch %d, batch %d)", job.where, pos.step,
                          pos.epoch, pos.batch)
 
-    def _batches(self, ds: KnowledgeDataset) -> None:
+    def _batches(self, ds: KnowledgeDataset, model: torch.nn.Module) -> None:
         job = self.job
         tcfg = job.train
         builder = ExampleBuilder(self.tokenizer, self.cfg.model.max_seq_len)
         examples = examples_for(self.cfg, ds, job.stage, builder, tcfg)
         base_seed = tcfg.seed * 1_000_003 + job.index * 1009
+        cost = slot_cost(model) if tcfg.packing else None
         self.epochs = [epoch_batches(examples, job.stage, tcfg, base_seed + e,
-                                     self.cfg.model.max_seq_len)
+                                     self.cfg.model.max_seq_len, cost)
                        for e in range(job.stage.resolved_epochs(tcfg))]
 
     def _callbacks(self, ds: KnowledgeDataset) -> list[Callback]:
