@@ -20,12 +20,16 @@ venv: $(BIN)/pit
 demo: venv
 	$(BIN)/pit demo
 
+# Test files run on TEST_WORKERS processes (pytest-xdist; 0: one process), each with one
+# torch thread, so the workers do not fight over the cores.
+TEST_WORKERS ?= 2
+
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: venv
-	$(BIN)/pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check .

@@ -41,7 +41,7 @@ SetOpt = Annotated[
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[bold red]error:[/] {masked_uri(str(e))}")
+    console.print(f"[bold red]error:[/] {masked_uri(str(e))}", soft_wrap=True)
     raise typer.Exit(2)
 
 
