@@ -2,9 +2,8 @@
 
 `prepare` is where the GPU path of `train` is switched on, in this order:
 activation checkpointing (the layers' forward is wrapped before anything
-else sees it), the move to the device, the optimiser (fused AdamW on CUDA and CPU, as the
-Hugging Face Trainer's default: one kernel for all parameters instead of
-several per tensor, a quarter of the time on a CPU), accelerate's
+else sees it), the move to the device, the optimiser (fused AdamW on CUDA:
+one kernel for all parameters instead of several per tensor), accelerate's
 wrapping (DDP, or FSDP2 with `train.distributed=fsdp`), and last
 `torch.compile`, in place on the Hugging Face model inside the wrapper, so
 state-dict keys, checkpoints and `save_pretrained` see the same module.
@@ -59,7 +58,7 @@ def prepare(acc, model: torch.nn.Module, tcfg: TrainConfig):
         checkpoint_activations(model)
     if tcfg.distributed != "fsdp":
         model = model.to(acc.device)  # FSDP places each shard itself
-    optimizer = make_optimizer(model, tcfg, fused=acc.device.type in ("cuda", "cpu"))
+    optimizer = make_optimizer(model, tcfg, fused=acc.device.type == "cuda")
     model, optimizer = acc.prepare(model, optimizer)
     if tcfg.compile:
         acc.unwrap_model(model).compile()

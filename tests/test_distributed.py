@@ -161,11 +161,7 @@ def test_two_gloo_processes_end_with_the_loss_and_weights_of_one(tmp_path, tiny_
             assert h2[epoch][name] == pytest.approx(h1[epoch][name], rel=1e-4), (epoch, name)
     w1, w2 = weights(one), weights(two)
     assert sorted(w1) == sorted(w2)
-    start = load_file(str(published_folder(one, base) / "model.safetensors"))
-    # Adam divides each update by its gradient's running scale, so a weight whose gradient
-    # is near zero moves by float noise (the order of the all-reduce's sums) times the
-    # learning rate: compare the two runs' difference with what training moved each tensor.
     for name in w1:
-        moved = (w1[name] - start[name]).norm()
-        assert moved > 0, name  # training changed every tensor
-        assert (w2[name] - w1[name]).norm() <= 1e-2 * moved, name
+        assert torch.allclose(w2[name], w1[name], rtol=1e-3, atol=1e-5), name
+    moved = load_file(str(published_folder(one, base) / "model.safetensors"))
+    assert any(not torch.equal(moved[n], w1[n]) for n in w1)  # training changed the weights

@@ -119,7 +119,7 @@ def cosine_factor(step: int, total: int, min_ratio: float, warmup: int = 0) -> f
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig,
                    fused: bool = False) -> torch.optim.AdamW:
-    """AdamW without decay on vectors (norms); `fused`: one kernel for all parameters."""
+    """AdamW without decay on vectors (norms); `fused`: one kernel for all parameters (CUDA)."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
