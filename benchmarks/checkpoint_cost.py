@@ -52,7 +52,7 @@ def main() -> None:
 
     from pit import pipeline
     from pit.artifacts import store_for
-    from pit.config import load_config
+    from pit.config_sources import load_config
     from pit.keys import stage_output
     from pit.recipe import select_recipes
     from pit.tracking import tracker_for

@@ -94,7 +94,7 @@ def main() -> None:
 
     from pit import pipeline
     from pit.artifacts import model_path
-    from pit.config import load_config
+    from pit.config_sources import load_config
     from pit.data.source import load_dataset
     from pit.data.views import demonstrations, eval_questions
     from pit.modeling import load_model

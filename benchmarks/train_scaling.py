@@ -85,7 +85,7 @@ def main() -> None:
 def _prepare(args) -> dict:
     """Data set and random-weight model saved where the workers read them; the workers' spec."""
     from pit.base import _tokenizer_texts
-    from pit.config import load_config
+    from pit.config_sources import load_config
     from pit.data.source import build_dataset, load_dataset
     from pit.modeling import build_embedded_model, save_model, train_tokenizer
 

@@ -142,7 +142,7 @@ def _recipe(slug: str):
 def _setup(args):
     """The config, tokenizer, initial model and one epoch of the stage's examples."""
     from pit.base import _tokenizer_texts
-    from pit.config import load_config
+    from pit.config_sources import load_config
     from pit.data.source import build_dataset, load_dataset
     from pit.modeling import build_embedded_model, load_model, train_tokenizer
     from pit.train.examples import ExampleBuilder

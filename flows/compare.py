@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 
 from flows.fanout import RecipeJob, portable_config, run_jobs
 from pit.artifacts import model_url
-from pit.config import PitConfig, load_config, preset_names, string_override
+from pit.config import PitConfig
+from pit.config_sources import load_config, preset_names, string_override
 from pit.data.checks import check_dataset
 from pit.data.dataset import KnowledgeDataset
 from pit.data.source import SYNTHETIC, load_dataset

@@ -309,7 +309,7 @@ def data_synth(
              "(never the current or home directory).")] = False,
 ) -> None:
     """Build the synthetic knowledge world (docs and QA, old/train/test, two domains)."""
-    from pit.config import load_config
+    from pit.config_sources import load_config
     from pit.data.world import build_world
     from pit.storage.destination import check_destination, store_and_key
 

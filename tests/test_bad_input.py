@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from pit import pipeline
 from pit.artifacts import store_for
 from pit.cli import app
-from pit.config import load_config
+from pit.config_sources import load_config
 from pit.data.dataset import KnowledgeDataset
 from pit.errors import ConfigError, ModelNotFoundError, UnknownRecipeError
 from pit.keys import stage_output

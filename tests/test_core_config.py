@@ -1,6 +1,6 @@
 import pytest
 
-from pit.config import load_config, parse_overrides, preset_names
+from pit.config_sources import load_config, parse_overrides, preset_names
 from pit.data.world import build_world
 from pit.errors import ConfigError
 

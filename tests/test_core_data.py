@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pit.base import base_examples
-from pit.config import load_config
+from pit.config_sources import load_config
 from pit.data.checks import check_dataset
 from pit.data.dataset import KnowledgeDataset
 from pit.data.source import build_dataset, dataset_folder, load_dataset

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pit.config import load_config
+from pit.config_sources import load_config
 from pit.keys import base_key, dataset_key, stage_output
 from pit.recipe import all_recipes
 

@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 
 from pit import pipeline
 from pit.artifacts import published_folder, store_for
-from pit.config import ModelConfig, TrainConfig, load_config
+from pit.config import ModelConfig, TrainConfig
+from pit.config_sources import load_config
 from pit.errors import ModelNotFoundError
 from pit.modeling import build_embedded_model, check_model, load_model, train_tokenizer
 from pit.recipe import Stage, all_recipes

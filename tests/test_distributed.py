@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from pit.artifacts import published_folder, store_for
 from pit.base import build_base
-from pit.config import load_config
+from pit.config_sources import load_config
 from pit.data.source import build_dataset
 from pit.modeling import build_embedded_model, train_tokenizer
 from pit.recipe import select_recipes

@@ -15,7 +15,8 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from pit.config import EvalConfig, load_config
+from pit.config import EvalConfig
+from pit.config_sources import load_config
 from pit.data.world import build_world
 from pit.eval.evaluator import Evaluator
 from pit.eval.memory import CPU_MAX_ROWS, GPU_MAX_ROWS, kv_bytes_per_token, rows_for

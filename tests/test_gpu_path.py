@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from test_checkpoint import PEAK, TCFG, toy_epochs, toy_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pit.config import load_config
+from pit.config_sources import load_config
 from pit.device import accelerator, prepare
 from pit.errors import ConfigError
 from pit.modeling import use_attention

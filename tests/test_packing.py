@@ -9,7 +9,8 @@ import torch
 
 from pit.artifacts import store_for
 from pit.base import build_base
-from pit.config import TrainConfig, load_config
+from pit.config import TrainConfig
+from pit.config_sources import load_config
 from pit.data.source import build_dataset
 from pit.errors import DataError
 from pit.modeling import build_embedded_model, train_tokenizer

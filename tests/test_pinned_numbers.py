@@ -29,7 +29,8 @@ import torch
 
 from pit.artifacts import store_for
 from pit.base import build_base
-from pit.config import PitConfig, load_config
+from pit.config import PitConfig
+from pit.config_sources import load_config
 from pit.data.source import build_dataset, load_dataset
 from pit.data.views import eval_questions
 from pit.evaluation import evaluate

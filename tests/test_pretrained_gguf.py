@@ -25,7 +25,8 @@ from transformers import AutoModelForCausalLM
 
 from pit.artifacts import published_folder, store_for
 from pit.base import build_base
-from pit.config import CheckpointConfig, EvalConfig, ModelConfig, TrainConfig, load_config
+from pit.config import CheckpointConfig, EvalConfig, ModelConfig, TrainConfig
+from pit.config_sources import load_config
 from pit.eval.evaluator import Evaluator
 from pit.modeling import load_model, save_model
 from pit.storage import Store, file_sha256

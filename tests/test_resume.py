@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from pit import pipeline
 from pit.artifacts import store_for
-from pit.config import load_config
+from pit.config_sources import load_config
 from pit.keys import stage_output
 from pit.recipe import select_recipes
 from pit.tracking import Tracker

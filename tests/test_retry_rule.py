@@ -160,7 +160,7 @@ def task_runs(state) -> int:  # noqa: ANN001 - a Prefect State
 def test_prefect_retries_a_store_outage_but_not_a_missing_bucket(
         prefect_harness: None, s3_env: S3Server, dead_s3_endpoint: str, tmp_path: Path,
         tiny_overrides: list[str]) -> None:
-    from pit.config import load_config
+    from pit.config_sources import load_config
     from tasks.training import build_dataset
 
     @flow(name="dataset-only")

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pit import runs
-from pit.config import load_config
+from pit.config_sources import load_config
 from pit.processes import holder, identity
 from pit.recipe import select_recipes
 from pit.runs import HEARTBEAT_TAG, HOLDER_TAG, comparison_hash, held, open_run, sweep

@@ -29,7 +29,7 @@ from test_resume import one_stage
 
 from pit import pipeline
 from pit.artifacts import published_folder, store_for
-from pit.config import load_config
+from pit.config_sources import load_config
 from pit.keys import stage_output
 from pit.recipe import select_recipes
 from pit.tracking import Tracker

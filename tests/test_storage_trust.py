@@ -81,7 +81,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, S3Serv
 def test_a_flipped_byte_in_a_stored_dataset_is_caught_on_read_naming_the_file(
         backend: tuple[str, S3Server | None], tmp_path: Path, tiny_overrides: list[str]) -> None:
     from pit import pipeline
-    from pit.config import load_config
+    from pit.config_sources import load_config
 
     root, s3 = backend
     cfg = load_config("smoke", None, [*tiny_overrides, f"workdir={tmp_path}",
@@ -102,7 +102,8 @@ def test_a_flipped_byte_in_a_stored_dataset_is_caught_on_read_naming_the_file(
 def test_a_flipped_byte_in_a_stored_model_is_caught_on_read_naming_the_file(
         backend: tuple[str, S3Server | None], tmp_path: Path) -> None:
     from pit.artifacts import model_path
-    from pit.config import ModelConfig, load_config
+    from pit.config import ModelConfig
+    from pit.config_sources import load_config
     from pit.modeling import build_embedded_model, save_model, train_tokenizer
 
     root, s3 = backend

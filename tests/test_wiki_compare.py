@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from pit.artifacts import model_path
 from pit.base import base_examples
 from pit.cli import app
-from pit.config import load_config
+from pit.config_sources import load_config
 from pit.data.checks import dataset_problems
 from pit.data.dataset import KnowledgeDataset
 from pit.data.views import retention_questions

@@ -29,15 +29,17 @@ CACHE_KEYWORDS = ("cache", "past_key_values")
 
 
 def cache_keyword(model: torch.nn.Module) -> str | None:
-    """The keyword `model`'s forward takes its KV cache by (`cache` since transformers 5.x)."""
+    """The keyword `model`'s forward takes its KV cache by (`cache` since transformers 5.x);
+    None if it lacks that or any other keyword this decoder passes."""
     params = inspect.signature(model.forward).parameters
+    if not all(name in params for name in NEEDS):
+        return None
     return next((name for name in CACHE_KEYWORDS if name in params), None)
 
 
 def supports(model: torch.nn.Module) -> bool:
     """Whether `model`'s forward takes every keyword this decoder passes."""
-    params = inspect.signature(model.forward).parameters
-    return cache_keyword(model) is not None and all(name in params for name in NEEDS)
+    return cache_keyword(model) is not None
 
 
 class PreallocatedLayer(DynamicLayer):

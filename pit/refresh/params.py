@@ -13,7 +13,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pit.config import PitConfig, load_config, string_override
+from pit.config import PitConfig
+from pit.config_sources import load_config, string_override
 from pit.errors import ConfigError
 from pit.recipe import Recipe, Source, select_recipes
 

@@ -138,8 +138,6 @@ def _cheapest(lengths: tuple[int, ...], max_len: int, cost: SlotCost) -> int:
                          longest, max_len})
     best, best_cost = max_len, math.inf
     for n in candidates:
-        if n < longest or n > max_len:
-            continue
         slots = len(best_fit_decreasing(lengths, n)) * n
         estimate = slots * (cost.per_slot + cost.per_key * n)
         if estimate < best_cost:
