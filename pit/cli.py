@@ -137,7 +137,7 @@ def masked_uri(text: str) -> str:
 
 @app.command()
 def compare(
-    preset: Annotated[str | None, typer.Option(help="Shipped preset: smoke or demo.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Shipped preset: smoke, demo or gpu.")] = None,
     config: Annotated[Path | None, typer.Option(help="A YAML config file instead.")] = None,
     methods: Annotated[str | None, typer.Option(
         help="Comma-separated recipe slugs, 'main' (the paper's table) or 'all'.")] = None,

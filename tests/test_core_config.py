@@ -11,6 +11,24 @@ def test_presets_ship_smoke_and_demo_and_validate():
         assert load_config(name).preset == name
 
 
+def test_the_gpu_preset_is_the_demo_at_the_next_scale():
+    import torch
+
+    from pit.base import _tokenizer_texts
+    from pit.modeling import build_embedded_model, train_tokenizer
+
+    gpu, demo = load_config("gpu"), load_config("demo")
+    assert gpu.world.n_test == 3 * demo.world.n_test and gpu.world.n_train == 3 * demo.world.n_train
+    assert gpu.train.test_doc_epochs == demo.train.test_doc_epochs
+    assert gpu.train.pit_epochs == demo.train.pit_epochs
+    assert not gpu.checkpoint.enabled
+    tok = train_tokenizer(_tokenizer_texts(build_world(gpu.world)), gpu.model.vocab_size)
+    assert len(tok) < gpu.model.vocab_size  # the whole lexicon fits: a name is a token or two
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_embedded_model(gpu.model, tok).parameters())
+    assert 80e6 < params < 120e6
+
+
 def test_set_overrides_any_field_with_yaml_typed_values():
     cfg = load_config("smoke", overrides=["world.seed=3", "train.doc_lr=5e-4",
                                           "train.cross_domain=true", "methods=[pit, cpt]"])

@@ -64,6 +64,20 @@ def test_bytes_json_listing_and_removal_round_trip(store: Store) -> None:
     assert not store.exists("a/b.bin")
 
 
+def test_a_local_store_needs_no_s3_client(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU node with a minimal image may lack botocore: local misses and reuse still work."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "botocore", None)  # `import botocore` now fails
+    store = Store(StorageConfig(root=str(tmp_path / "artifacts")))
+    assert store.cached("data/never-built") is None
+    with pytest.raises(FileNotFoundError, match="a/missing"):
+        store.read_bytes("a/missing")
+    store.publish(make_output(tmp_path / "out"), "models/m", {"kind": "model"})
+    assert store.cached("models/m")["kind"] == "model"
+
+
 def test_put_dir_and_get_dir_copy_a_tree(store: Store, tmp_path: Path) -> None:
     src = make_output(tmp_path / "src")
     assert store.put_dir(src, "tree") == ["model.safetensors", "optim/state.pt", "x.json"]

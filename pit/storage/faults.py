@@ -33,7 +33,15 @@ def redact(text: str) -> str:
 
 
 def missing_credentials(exc: BaseException) -> bool:
-    from botocore import exceptions as bce
+    """Whether S3 refused `exc` for want of credentials; never, where botocore is absent.
+
+    A machine that only ever writes to local folders may lack the S3 client
+    (a GPU node with a minimal image): its local cache misses must not fail here.
+    """
+    try:
+        from botocore import exceptions as bce
+    except ImportError:
+        return False
 
     missing = (bce.NoCredentialsError, bce.PartialCredentialsError)
     return any(isinstance(e, missing) for e in exception_chain(exc))
