@@ -9,16 +9,16 @@
 #   bash benchmarks/gpu_session.sh compare --set model.num_layers=2   # more --set for compare
 #
 # Output, also written under $OUT (default gpu-out/): the environment, each check's
-# full log and the comparison's results JSON and figures. Each part has its own time
+# full log, the comparison's results JSON and figures, and its MLflow store. Each part has its own time
 # limit (MFU_TIMEOUT, COMPARE_TIMEOUT seconds), so one that overruns leaves the other
 # its time and its log up to where it stopped.
 set -uo pipefail
 what=${1:-all}
 shift || true
 case "$what" in mfu|compare|all) ;; *) echo "usage: $0 mfu|compare|all" >&2; exit 2 ;; esac
+cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
-cd "$(dirname "$0")/.."
 
 if [ -f .gpu-site/site.tar.xz ]; then
     mkdir -p /tmp/pit-site && tar xJf .gpu-site/site.tar.xz -C /tmp/pit-site || exit 1
@@ -46,5 +46,8 @@ if [ "$what" != mfu ]; then
     timeout "${COMPARE_TIMEOUT:-420}" $PY -m pit.cli compare --preset gpu \
         --results "$OUT/gpu.json" --set workdir=/tmp/pit-runs "$@" 2>&1 | tee "$OUT/compare.txt"
     rc=$((rc | PIPESTATUS[0]))
+    # Every finished stage and recipe is in MLflow's store, also when the time limit
+    # stopped the comparison before its table: `mlflow ui --backend-store-uri sqlite:///...`.
+    [ -f /tmp/pit-runs/mlflow.db ] && cp /tmp/pit-runs/mlflow.db "$OUT/"
 fi
 exit "$rc"

@@ -33,9 +33,6 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 NEVER = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*)$")
-# Imported by pit's code, or needed by what it imports, though no requirement names it:
-# the async driver Prefect's server opens SQLite through.
-EXTRA_ROOTS = ("greenlet",)
 # The tracking client and its SQLite store, without the MLflow server and UI.
 SLIM = {"mlflow": "mlflow-skinny"}
 PLATFORMS = ("manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_24_x86_64",
@@ -142,8 +139,7 @@ def main() -> None:
     ap.add_argument("--list", action="store_true", help="Print what would be packed; stop.")
     args = ap.parse_args()
     carry = {c for c in args.carry.split(",") if c}
-    roots = runtime_roots() + [Requirement(r) for r in EXTRA_ROOTS]
-    pins = closure(roots, read_have(args.have), carry)
+    pins = closure(runtime_roots(), read_have(args.have), carry)
     if args.list:
         print("\n".join(f"{n}=={v}" for n, v in sorted(pins.items())))
         return
