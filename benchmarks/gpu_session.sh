@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The GPU checks, as one prepared run on an offline node (one H100 or H200) whose image
 # holds PyTorch and transformers; pit's other dependencies come from the archive that
-# benchmarks/offline_site.py packs (.gpu-site/site.tar.xz, about 30 MiB).
+# benchmarks/offline_site.py packs (.gpu-site/site.tar.xz, about 43 MiB).
 #
-#   bash benchmarks/gpu_session.sh mfu       # tokens/s and MFU of a 1.2B Llama (3-4 min)
-#   bash benchmarks/gpu_session.sh compare   # the demo's comparison on the gpu preset (~6 min)
+#   bash benchmarks/gpu_session.sh mfu       # tokens/s and MFU of a 1.2B Llama
+#   bash benchmarks/gpu_session.sh compare   # the demo's comparison on the gpu preset
 #   bash benchmarks/gpu_session.sh all       # both
 #   bash benchmarks/gpu_session.sh compare --set model.num_layers=2   # more --set for compare
 #
 # Output, also written under $OUT (default gpu-out/): the environment, each check's
-# full log, the comparison's results JSON and figures, and its MLflow store. Each part has its own time
-# limit (MFU_TIMEOUT, COMPARE_TIMEOUT seconds), so one that overruns leaves the other
-# its time and its log up to where it stopped.
+# full log, the comparison's results JSON and figures, and its MLflow store. Each part
+# has its own time limit (MFU_TIMEOUT, COMPARE_TIMEOUT seconds), so one that overruns
+# leaves the other its time and its log up to where it stopped.
 set -uo pipefail
 what=${1:-all}
 shift || true
