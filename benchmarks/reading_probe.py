@@ -36,16 +36,9 @@ from pit.data import world as W
 from pit.eval.evaluator import Evaluator
 from pit.eval.metrics import exact_match
 from pit.modeling import build_embedded_model, train_tokenizer
+from pit.train.batches import Batch
 from pit.train.examples import Example, ExampleBuilder
-
-
-def world_pools(cfg: W.WorldConfig) -> dict[str, list[str]]:
-    """The name pools `build_world` draws for `cfg`: the same draws, in the same order."""
-    rng = random.Random(cfg.seed)
-    n_films = cfg.n_old + cfg.n_train + cfg.n_test
-    n_all = n_films + cfg.n_cross
-    return W._pools(W._Namer(rng), rng, people=n_all * 3, companies=n_films // 2,
-                    places=n_all // 2, publishers=cfg.n_cross // 2)
+from pit.train.loop import collate, weighted_loss
 
 
 def passages(cfg: W.WorldConfig, pools: dict | None, n: int, seed: int,
@@ -87,19 +80,13 @@ def main() -> None:
     model = build_embedded_model(cfg.model, tok, seed=0)
     builder = ExampleBuilder(tok, cfg.model.max_seq_len)
     evaluator = Evaluator(model, tok, cfg.eval, cfg.model.max_seq_len)
-    pools = world_pools(cfg.world) if args.world_names else None
+    pools = W.world_pools(cfg.world) if args.world_names else None
     unseen = passages(cfg.world, pools, 100, 10**6, all_questions=False)
     first_doc = {d["entity_id"]: d["text"] for d in ds.docs if d["doc_id"].endswith("-p0")}
     test = [(first_doc[q["entity_id"]], q["question"], q["answers"][0])
             for q in ds.qa if q["split"] == "test"]
     print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; "
           f"{len(test)} test questions, one is {100 / len(test):.2f} points")
-
-    def example(text: str, question: str, answer: str) -> Example:
-        doc_ids, doc_w = builder._doc_segment(text, other_w=1.0 if args.doc_loss else 0.0)
-        qa_ids, qa_w = builder._qa_segment(question, answer)
-        nl = builder._ids("\n")
-        return builder._pack([(doc_ids, doc_w), (nl + qa_ids, [0.0] * len(nl) + qa_w)], "qa")
 
     def score(items: list[tuple[str, str, str]]) -> float:
         model.eval()
@@ -115,21 +102,13 @@ def main() -> None:
     started = time.time()
     for step in range(1, args.steps + 1):
         if len(pool) < args.batch:
-            pool = [example(*p) for p in passages(cfg.world, pools, 2000, step,
-                                                  args.all_questions)]
+            drawn = passages(cfg.world, pools, 2000, step, args.all_questions)
+            pool = [builder.open_book(*p, doc_weight=float(args.doc_loss)) for p in drawn]
             random.Random(step).shuffle(pool)
         batch = [pool.pop() for _ in range(args.batch)]
-        width = max(len(e.input_ids) for e in batch)
-        ids = torch.full((len(batch), width), tok.pad_token_id)
-        weights = torch.zeros(len(batch), width)
-        for i, e in enumerate(batch):
-            ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids)
-            weights[i, :len(e.weights)] = torch.tensor(e.weights)
+        ids, weights, _ = collate(Batch("qa", batch), tok.pad_token_id, "cpu")
         model.train()
-        logits = model(input_ids=ids).logits[:, :-1]
-        nll = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none")
-        loss = (nll * weights[:, 1:].reshape(-1)).sum() / weights[:, 1:].sum()
+        loss = weighted_loss(model(input_ids=ids).logits, ids, weights)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -38,7 +38,7 @@ from pit.modeling import (
 from pit.progress import bar
 from pit.recipe import Source, Stage
 from pit.storage import Store
-from pit.train.batches import epoch_batches
+from pit.train.batches import Batch, epoch_batches
 from pit.train.examples import Example, ExampleBuilder
 from pit.train.loop import train_stage
 
@@ -139,19 +139,24 @@ def build_base(cfg: PitConfig, data_ref: str) -> str:
     return key
 
 
-def _pretrain(cfg: PitConfig, store: Store, key: str, ds: KnowledgeDataset,
-              data_ref: str) -> None:
-    """Pre-train the embedded model on the old world and publish it at `key`."""
-    tokenizer = train_tokenizer(_tokenizer_texts(ds), cfg.model.vocab_size)
-    model = build_embedded_model(cfg.model, tokenizer, seed=cfg.base.seed)
-    builder = ExampleBuilder(tokenizer, cfg.model.max_seq_len)
+def base_batches(cfg: PitConfig, ds: KnowledgeDataset, builder: ExampleBuilder
+                 ) -> tuple[TrainConfig, list[list[Batch]]]:
+    """The base's training settings and its batches, epoch by epoch (reading drawn anew)."""
     tcfg = TrainConfig(doc_lr=cfg.base.lr, qa_lr=cfg.base.lr, doc_batch_size=cfg.base.batch_size,
                        qa_batch_size=cfg.base.batch_size, seed=cfg.base.seed)
     stage = Stage(sources=[Source(name="old_docs"), Source(name="old_qa")], epochs=cfg.base.epochs)
     seeds = [cfg.base.seed * 1000 + e for e in range(cfg.base.epochs)]
     fixed = old_world_examples(cfg, ds, builder)
-    epochs = [epoch_batches(fixed + reading_examples(cfg, ds, builder, s), stage, tcfg, s)
-              for s in seeds]
+    return tcfg, [epoch_batches(fixed + reading_examples(cfg, ds, builder, s), stage, tcfg, s)
+                  for s in seeds]
+
+
+def _pretrain(cfg: PitConfig, store: Store, key: str, ds: KnowledgeDataset,
+              data_ref: str) -> None:
+    """Pre-train the embedded model on the old world and publish it at `key`."""
+    tokenizer = train_tokenizer(_tokenizer_texts(ds), cfg.model.vocab_size)
+    model = build_embedded_model(cfg.model, tokenizer, seed=cfg.base.seed)
+    tcfg, epochs = base_batches(cfg, ds, ExampleBuilder(tokenizer, cfg.model.max_seq_len))
     acc = accelerator()
     torch.manual_seed(cfg.base.seed)
     model, optimizer = prepare(acc, model, tcfg)

@@ -284,14 +284,26 @@ def _pools(namer: _Namer, rng: random.Random, people: int, companies: int, place
     return pools
 
 
+def _world_pools(cfg: WorldConfig, namer: _Namer, rng: random.Random) -> dict[str, list[str]]:
+    n_films = cfg.n_old + cfg.n_train + cfg.n_test
+    n_all = n_films + cfg.n_cross
+    return _pools(namer, rng, people=n_all * 3, companies=n_films // 2, places=n_all // 2,
+                  publishers=cfg.n_cross // 2)
+
+
+def world_pools(cfg: WorldConfig) -> dict[str, list[str]]:
+    """The names the world of `cfg.seed` draws its facts from, drawn as `build_world` does."""
+    rng = random.Random(cfg.seed)
+    return _world_pools(cfg, _Namer(rng), rng)
+
+
 def build_world(cfg: WorldConfig) -> KnowledgeDataset:
     """Draw the world for `cfg.seed`: deterministic, so a seed names a world."""
     rng = random.Random(cfg.seed)
     namer = _Namer(rng)
     n_films = cfg.n_old + cfg.n_train + cfg.n_test
     n_all = n_films + cfg.n_cross
-    pools = _pools(namer, rng, people=n_all * 3, companies=n_films // 2, places=n_all // 2,
-                   publishers=cfg.n_cross // 2)
+    pools = _world_pools(cfg, namer, rng)
     titles = _titles(rng, n_all)
     entities: list[Entity] = []
     splits = ["old"] * cfg.n_old + ["train"] * cfg.n_train + ["test"] * cfg.n_test

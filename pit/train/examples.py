@@ -126,9 +126,13 @@ class ExampleBuilder:
         joined = [segs[0]] + [(nl + ids, [w[0]] * len(nl) + w) for ids, w in segs[1:]]
         return self._pack(joined, "doc")
 
-    def open_book(self, text: str, question: str, answer: str) -> Example:
-        """A document, then a question about it: reading comprehension for the base model."""
-        doc_ids, doc_w = self._doc_segment(text, other_w=0.0)
+    def open_book(self, text: str, question: str, answer: str, doc_weight: float = 0.0
+                  ) -> Example:
+        """A document, then a question about it: reading comprehension for the base model.
+
+        The loss is on the answer; `doc_weight` puts some on the document's tokens too.
+        """
+        doc_ids, doc_w = self._doc_segment(text, other_w=doc_weight)
         q_ids, q_w = self._qa_segment(question, answer)
         nl = self._ids("\n")
         return self._pack([(doc_ids, doc_w), (nl + q_ids, [0.0] * len(nl) + q_w)], "qa")

@@ -30,7 +30,7 @@ from pit.modeling import load_model, save_model, use_attention
 from pit.progress import bar
 from pit.recipe import Recipe, Stage
 from pit.tracking import tracker_for
-from pit.train.batches import epoch_batches, stage_examples
+from pit.train.batches import Batch, epoch_batches, stage_examples
 from pit.train.callbacks import (
     Checkpointer,
     EpochEvaluation,
@@ -81,6 +81,17 @@ def examples_for(cfg: PitConfig, ds: KnowledgeDataset, stage: Stage, builder: Ex
     return stage_examples(view, stage, builder, train, exclude_qa=retention_ids(ds, cfg.data))
 
 
+def stage_batches(cfg: PitConfig, ds: KnowledgeDataset, stage: Stage, index: int,
+                  train: TrainConfig, builder: ExampleBuilder, model: torch.nn.Module
+                  ) -> list[list[Batch]]:
+    """Stage `index`'s batches, epoch by epoch; `model` prices a packed row's length."""
+    examples = examples_for(cfg, ds, stage, builder, train)
+    base_seed = train.seed * 1_000_003 + index * 1009
+    cost = slot_cost(model) if train.packing else None
+    return [epoch_batches(examples, stage, train, base_seed + e, cfg.model.max_seq_len, cost)
+            for e in range(stage.resolved_epochs(train))]
+
+
 def stage_offset(recipe: Recipe, index: int, train: TrainConfig) -> int:
     """Epochs before stage `index`: per-epoch metric steps run on across stages."""
     return sum(s.resolved_epochs(train) for s in recipe.stages[:index])
@@ -121,15 +132,9 @@ class StageRunner:
                          pos.epoch, pos.batch)
 
     def _batches(self, ds: KnowledgeDataset, model: torch.nn.Module) -> None:
-        job = self.job
-        tcfg = job.train
         builder = ExampleBuilder(self.tokenizer, self.cfg.model.max_seq_len)
-        examples = examples_for(self.cfg, ds, job.stage, builder, tcfg)
-        base_seed = tcfg.seed * 1_000_003 + job.index * 1009
-        cost = slot_cost(model) if tcfg.packing else None
-        self.epochs = [epoch_batches(examples, job.stage, tcfg, base_seed + e,
-                                     self.cfg.model.max_seq_len, cost)
-                       for e in range(job.stage.resolved_epochs(tcfg))]
+        self.epochs = stage_batches(self.cfg, ds, self.job.stage, self.job.index, self.job.train,
+                                    builder, model)
 
     def _callbacks(self, ds: KnowledgeDataset) -> list[Callback]:
         job, cfg = self.job, self.cfg
